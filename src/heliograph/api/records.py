@@ -1,0 +1,73 @@
+"""A stored row, rendered with Helicone's field names (plus Heliograph's own)."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _body(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    text = zlib.decompress(blob)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text.decode("utf-8", "replace")
+
+
+def render_request(row: dict[str, Any]) -> dict[str, Any]:
+    properties = orjson.loads(row["properties"])
+    return {
+        "request_id": row["id"],
+        "request_created_at": iso(row["created_at"]),
+        "response_created_at": iso(row["created_at"] + int(row["latency_ms"])),
+        "request_path": row["path"],
+        "target_url": row["target_url"],
+        "request_method": row["method"],
+        "request_user_id": row["user_id"],
+        "request_model": row["request_model"],
+        "response_model": row["response_model"],
+        "model": row["model"],
+        "request_properties": properties,
+        "properties": properties,
+        "request_body": _body(row.get("request_body")),
+        "response_body": _body(row.get("response_body")),
+        "response_status": row["status"],
+        "provider": row["provider"],
+        "delay_ms": row["latency_ms"],
+        "time_to_first_token": row["ttft_ms"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "total_tokens": row["total_tokens"],
+        "prompt_cache_read_tokens": row["prompt_cache_read_tokens"],
+        "prompt_cache_write_tokens": row["prompt_cache_write_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "cost": row["cost"],
+        "pricing_status": row["pricing_status"],
+        "prompt_id": row["prompt_id"],
+        "prompt_version": row["prompt_version"],
+        "scores": {},
+        "cache_enabled": bool(row["cache_enabled"]),
+        "cache_reference_id": row["cache_reference_id"],
+        "request_name": row["request_name"],
+        "session_id": row["session_id"],
+        "session_path": row["session_path"],
+        "session_name": row["session_name"],
+        "streamed": bool(row["streamed"]),
+        "partial": bool(row["partial"]),
+        "error": row["error"],
+        "attempts": orjson.loads(row["attempts"]),
+        "fallback_index": row["fallback_index"],
+        "gateway_overhead_ms": row["gateway_overhead_ms"],
+        "key_id": row["key_id"],
+    }

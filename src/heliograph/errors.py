@@ -1,0 +1,82 @@
+"""Errors Heliograph itself answers with, rendered in the shape the caller's SDK parses.
+
+    GatewayError                      status + message + OpenAI-style type/code
+    ├── AuthError (401)               missing, malformed, unknown or revoked Helicone key
+    ├── BadRequest (400)              bad Helicone-* header, refused gateway target, unknown route
+    ├── NotFound (404)                no provider under this path
+    ├── UpstreamUnavailable (502)     connection to the provider failed or broke
+    └── UpstreamTimeout (504)         the provider did not answer in time
+
+On proxy routes the body follows the provider family: OpenAI's `{"error": {message, type, code}}`
+or Anthropic's `{"type": "error", "error": {type, message}}`. On /api it is `{"data": null,
+"error": message}`. Once an SSE stream has started, an error can no longer change the status: it
+becomes a final SSE event (`sse_error_event`) and is recorded.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def body(self, family: str) -> bytes:
+        if family == "anthropic":
+            return orjson.dumps({"type": "error", "error": {"type": self.anthropic_type, "message": self.message}})
+        return orjson.dumps({"error": {"message": self.message, "type": self.openai_type,
+                                       "param": None, "code": self.code}})
+
+
+class AuthError(GatewayError):
+    status = 401
+    openai_type = "invalid_request_error"
+    anthropic_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class BadRequest(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class NotFound(GatewayError):
+    status = 404
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+    code = "not_found"
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "upstream_timeout"
+
+
+def sse_error_event(family: str, message: str) -> bytes:
+    """The last event of a stream that the upstream broke off."""
+    if family == "anthropic":
+        payload = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
+        return b"event: error\ndata: " + payload + b"\n\n"
+    payload = orjson.dumps({"error": {"message": message, "type": "api_error", "param": None,
+                                      "code": "upstream_stream_error"}})
+    return b"data: " + payload + b"\n\n"
+
+
+def api_error(message: str) -> bytes:
+    return orjson.dumps({"data": None, "error": message})

@@ -1,0 +1,243 @@
+"""The proxy as an ASGI app: route, authenticate, prepare, forward, relay, record."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from ..errors import BadRequest, GatewayError, NotFound, UpstreamTimeout, UpstreamUnavailable
+from ..recording.record import RawRecord
+from ..settings import Settings
+from . import routes
+from .auth import KEY_PREFIX, KeyCache
+from .metrics import ProxyMetrics
+from .relay import Receive, Scope, Send, relay
+
+# Not forwarded: they describe one hop, or the client's connection to us.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"accept-encoding",
+})
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"api-key")
+# Encodings the recorder can undo to read usage; others are not offered upstream.
+ACCEPTED_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
+VALID_REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.I)
+USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
+
+
+@dataclass(slots=True)
+class Route:
+    provider: routes.Provider
+    upstream_url: str
+    path: str
+
+
+class Proxy:
+    def __init__(self, settings: Settings, keys: KeyCache, submit: Callable[[RawRecord], None],
+                 metrics: ProxyMetrics) -> None:
+        self.providers = routes.with_overrides(dict(settings.upstreams))
+        self.provider_keys = dict(settings.provider_keys)
+        self.gateway_allow = frozenset(settings.gateway_allow)
+        self.require_auth = not settings.allow_unauthenticated
+        self.keys = keys
+        self.submit = submit
+        self.metrics = metrics
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout,
+                                             sock_read=settings.upstream_read_timeout)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        # auto_decompress off: bodies go back to the client byte for byte.
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, timeout=self.timeout,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        created_at = time.time()
+        path: str = scope["path"]
+        family = "anthropic" if path.startswith("/anthropic/") else "openai"
+        request_id = ""
+        try:
+            forward, helicone, path = _split_headers(scope["headers"], path)
+            family = _family_hint(path)
+            route = self._route(path, scope["query_string"], helicone)
+            family = route.provider.family
+            key_id = None
+            if self.require_auth or "helicone-auth" in helicone:
+                key_id = await self.keys.authenticate(helicone.get("helicone-auth"))
+            request_id = helicone.get("helicone-request-id", "")
+            if not VALID_REQUEST_ID.match(request_id):
+                request_id = str(uuid.uuid4())
+            body = await _read_body(receive)
+            body, strip_usage = _inject_stream_usage(route.upstream_url, body, helicone)
+            self._add_provider_key(route.provider, forward)
+        except GatewayError as exc:
+            await _send_error(send, exc, family, request_id)
+            self.metrics.observe_refused(exc.status)
+            return
+
+        helicone.pop("helicone-auth", None)
+        record = RawRecord(
+            id=request_id, created_at=created_at, provider=route.provider.name, family=family,
+            method=scope["method"], path=route.path, target_url=route.upstream_url, key_id=key_id,
+            helicone=helicone, request_body=body)
+        try:
+            await self._forward(scope, receive, send, route, forward, body, record, started, strip_usage)
+        finally:
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            self.submit(record)
+            self.metrics.observe(record)
+
+    def _route(self, path: str, query: bytes, helicone: dict[str, str]) -> Route:
+        prefix, _, rest = path[1:].partition("/")
+        rest = "/" + rest
+        if prefix == "v1":
+            prefix, rest = "openai", path
+        if prefix == "gateway":
+            target = helicone.get("helicone-target-url")
+            if not target:
+                raise BadRequest("Missing Helicone-Target-URL header: /gateway/* forwards to the origin it names.")
+            found = routes.gateway_target(target, self.gateway_allow)
+            if isinstance(found, str):
+                raise BadRequest(found)
+            known = self.providers.get(found.provider)
+            origin = known.origin if known and known.origin and found.provider in routes.PROVIDERS else found.origin
+            provider = routes.Provider(found.provider, origin, found.family)
+        elif prefix == "azure" or (prefix == "openai" and "helicone-openai-api-base" in helicone):
+            api_base = helicone.get("helicone-openai-api-base", "")
+            origin = self.providers["azure"].origin or routes.azure_origin(api_base)
+            if not origin:
+                raise BadRequest(f"Helicone-OpenAI-Api-Base {api_base!r} is not an Azure OpenAI endpoint "
+                                 "(https://<resource>.openai.azure.com and the other Azure domains).")
+            provider = routes.Provider("azure", origin, "openai")
+        else:
+            known = self.providers.get(prefix)
+            if known is None:
+                raise NotFound(f"No provider at /{prefix}. Use /openai/v1, /anthropic/v1, /azure, "
+                               f"/gateway or one of: {', '.join(sorted(self.providers))}.")
+            provider = known
+        query_string = ("?" + query.decode("latin-1")) if query else ""
+        return Route(provider, provider.origin + rest + query_string, path + query_string)
+
+    def _add_provider_key(self, provider: routes.Provider, forward: list[tuple[bytes, bytes]]) -> None:
+        """A gateway-held provider key, used only when the request carries no credential."""
+        secret = self.provider_keys.get(provider.name)
+        if secret is None or any(name in CREDENTIAL_HEADERS for name, _ in forward):
+            return
+        if provider.family == "anthropic":
+            forward.append((b"x-api-key", secret.encode()))
+        elif provider.name == "azure":
+            forward.append((b"api-key", secret.encode()))
+        else:
+            forward.append((b"authorization", b"Bearer " + secret.encode()))
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, route: Route,
+                       forward: list[tuple[bytes, bytes]], body: bytes, record: RawRecord,
+                       started: float, strip_usage: bool) -> None:
+        assert self.session is not None
+        sent_at = time.perf_counter()
+        try:
+            upstream = await self.session.request(
+                scope["method"], route.upstream_url, headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in forward],
+                data=body or None, allow_redirects=False)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            await self._fail(send, record, UpstreamTimeout(
+                f"{route.provider.name} did not answer within the upstream timeout."), started)
+            return
+        except aiohttp.ClientError as exc:
+            await self._fail(send, record, UpstreamUnavailable(
+                f"Could not reach {route.provider.name}: {type(exc).__name__}: {exc}"), started)
+            return
+        answered_at = time.perf_counter()
+        record.upstream_ms = (answered_at - sent_at) * 1000
+        overhead_ms = (sent_at - started) * 1000
+        await relay(upstream, receive, send, record, overhead_ms, answered_at, started, strip_usage)
+
+    async def _fail(self, send: Send, record: RawRecord, exc: GatewayError, started: float) -> None:
+        record.status = exc.status
+        record.error = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unavailable"
+        record.response_body = exc.body(record.family)
+        record.gateway_overhead_ms = 0.0
+        await _send_error(send, exc, record.family, record.id)
+
+
+def _family_hint(path: str) -> str:
+    return "anthropic" if path.startswith("/anthropic/") else "openai"
+
+
+def _split_headers(raw: list[tuple[bytes, bytes]], path: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str], str]:
+    """Headers to forward, the Helicone-* ones (lower-cased names), and the path without a key in it."""
+    forward: list[tuple[bytes, bytes]] = []
+    helicone: dict[str, str] = {}
+    for name, value in raw:
+        if name.startswith(b"helicone-"):
+            helicone[name.decode("latin-1")] = value.decode("latin-1")
+        elif name == b"accept-encoding":
+            offered = [e for e in value.decode("latin-1").split(",") if e.split(";")[0].strip() in ACCEPTED_ENCODINGS]
+            if offered:
+                forward.append((name, ",".join(offered).strip().encode()))
+        elif name not in HOP_BY_HOP:
+            forward.append((name, value))
+    if path.startswith("/" + KEY_PREFIX):
+        key, _, rest = path[1:].partition("/")
+        path = "/" + rest
+        helicone.setdefault("helicone-auth", "Bearer " + key)
+    return forward, helicone, path
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+def _inject_stream_usage(url: str, body: bytes, helicone: dict[str, str]) -> tuple[bytes, bool]:
+    """Ask OpenAI-style streams for usage; say whether the client must not see the usage chunk.
+
+    Only bodies that mention "stream" on completion endpoints are parsed at all.
+    """
+    forced = helicone.get("helicone-stream-usage", "").lower() == "true"
+    if b'"stream"' not in body and not forced:
+        return body, False
+    path = url.split("?", 1)[0].encode()
+    if not path.endswith(USAGE_INJECTABLE):
+        return body, False
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, False
+    if not isinstance(payload, dict) or (payload.get("stream") is not True and not forced):
+        return body, False
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return body, False
+    payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps(payload), not forced and payload.get("stream") is True
+
+
+async def _send_error(send: Send, exc: GatewayError, family: str, request_id: str) -> None:
+    body = exc.body(family)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if request_id:
+        headers.append((b"helicone-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

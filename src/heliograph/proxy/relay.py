@@ -1,0 +1,160 @@
+"""Relay the upstream answer to the client untouched, keeping a copy for the record.
+
+Streams are teed: each chunk goes to the client as soon as it arrives. The one exception is
+the usage-only chunk of an OpenAI-style stream whose usage Heliograph asked for: the client did
+not ask for it, so it is cut out (DESIGN §2), which needs whole SSE events; only an incomplete
+event is held back, never a complete one.
+
+A client that goes away cancels the relay and closes the upstream; an upstream that stalls or
+breaks mid-stream ends the client's stream with a final error event. Either way the record says
+`partial`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+
+from ..errors import sse_error_event
+from ..recording.record import RawRecord
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DROPPED_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
+SMALL_BODY = 1 << 20
+
+
+def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhead_ms: float,
+                     streaming: bool, strip_usage: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (name, value) for name, value in upstream.raw_headers
+        if name.lower() not in DROPPED_RESPONSE_HEADERS and not (strip_usage and name.lower() == b"content-length")
+    ]
+    headers.append((b"helicone-id", record.id.encode()))
+    headers.append((b"server-timing",
+                    f"gateway;dur={overhead_ms:.3f}, upstream;dur={record.upstream_ms or 0:.3f}".encode()))
+    if streaming:
+        headers.append((b"x-accel-buffering", b"no"))
+    return headers
+
+
+async def relay(upstream: aiohttp.ClientResponse, receive: Receive, send: Send, record: RawRecord,
+                overhead_ms: float, answered_at: float, started: float, strip_usage: bool) -> None:
+    content_type = upstream.headers.get("content-type", "")
+    streaming = content_type.startswith("text/event-stream")
+    strip_usage = strip_usage and streaming
+    record.status = upstream.status
+    record.streamed = streaming
+    record.response_encoding = upstream.headers.get("content-encoding", "")
+    try:
+        overhead_ms += (time.perf_counter() - answered_at) * 1000
+        record.gateway_overhead_ms = overhead_ms
+        headers = response_headers(upstream, record, overhead_ms, streaming, strip_usage)
+        await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+        if streaming:
+            await _relay_stream(upstream, receive, send, record, started, strip_usage)
+        elif upstream.content_length is not None and upstream.content_length <= SMALL_BODY:
+            record.response_body = await upstream.read()
+            await send({"type": "http.response.body", "body": record.response_body})
+        else:
+            await _relay_chunks(upstream, send, record)
+    finally:
+        upstream.release()
+
+
+async def _relay_chunks(upstream: aiohttp.ClientResponse, send: Send, record: RawRecord) -> None:
+    parts: list[bytes] = []
+    try:
+        async for chunk in upstream.content.iter_any():
+            parts.append(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        record.partial = True
+        record.error = _stream_error_class(exc)
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        record.response_body = b"".join(parts)
+
+
+async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send: Send,
+                        record: RawRecord, started: float, strip_usage: bool) -> None:
+    parts: list[bytes] = []
+    task = asyncio.current_task()
+    assert task is not None
+    client_gone = False
+
+    async def watch_disconnect() -> None:
+        nonlocal client_gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        client_gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch_disconnect())
+    pending = b""
+    try:
+        async for chunk in upstream.content.iter_any():
+            if record.ttft_ms is None:
+                record.ttft_ms = (time.perf_counter() - started) * 1000
+            parts.append(chunk)
+            if strip_usage:
+                chunk, pending = _without_usage_chunk(pending + chunk)
+                if not chunk:
+                    continue
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if pending:
+            await send({"type": "http.response.body", "body": pending, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        if not client_gone:
+            raise
+        task.uncancel()
+        record.partial = True
+        record.error = "client_disconnected"
+        upstream.close()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        record.partial = True
+        record.error = _stream_error_class(exc)
+        upstream.close()
+        await send({"type": "http.response.body", "more_body": False,
+                    "body": pending + sse_error_event(record.family, _stream_error_message(exc))})
+    finally:
+        watcher.cancel()
+        record.response_body = b"".join(parts)
+
+
+def _without_usage_chunk(data: bytes) -> tuple[bytes, bytes]:
+    """Complete SSE events minus the usage-only one, and the incomplete rest to hold back."""
+    end = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
+    if end < 0:
+        return b"", data
+    end += 4 if data[end:end + 4] == b"\r\n\r\n" else 2
+    complete, rest = data[:end], data[end:]
+    if b'"choices":[]' not in complete.replace(b" ", b""):
+        return complete, rest
+    events = complete.replace(b"\r\n", b"\n").split(b"\n\n")
+    kept = [e for e in events if e and not _is_usage_only(e)]
+    return b"".join(e + b"\n\n" for e in kept), rest
+
+
+def _is_usage_only(event: bytes) -> bool:
+    compact = event.replace(b" ", b"")
+    return b'"choices":[]' in compact and b'"usage":{' in compact
+
+
+def _stream_error_class(exc: BaseException) -> str:
+    return "upstream_timeout" if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)) else "stream_interrupted"
+
+
+def _stream_error_message(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "The provider stopped sending before the stream finished (read timeout); the answer is incomplete."
+    return f"The provider's stream broke off before it finished ({type(exc).__name__}); the answer is incomplete."

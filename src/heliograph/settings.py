@@ -1,0 +1,178 @@
+"""Every setting of Heliograph, in one table.
+
+Precedence: command line > environment > config file (TOML) > default. A key in the config
+file that is not in this table is an error, so a typo never silently does nothing.
+
+Besides the scalar settings, the config file may hold four tables:
+
+    [upstreams]        provider = "origin"        (same as HELIOGRAPH_UPSTREAM_<PROVIDER>)
+    [provider_keys]    provider = "secret"        (same as HELIOGRAPH_PROVIDER_KEY_<PROVIDER>)
+    [prices."model"]   input = 2.5, output = 10   (USD per million tokens; cache_read, cache_write)
+    gateway_allow = ["https://llm.internal.example"]
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return "HELIOGRAPH_" + self.name.upper()
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _origins(value: str | list[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip().rstrip("/") for item in items if item.strip())
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "127.0.0.1", "Address to listen on."),
+    Setting("port", int, 8787, "Port to listen on."),
+    Setting("db_url", str, "sqlite:///.heliograph/heliograph.db",
+            "Where records are stored: sqlite:///relative.db, sqlite:////abs.db or postgresql://user@host:port/db."),
+    Setting("redis_url", str, "", "Redis for shared cache and rate-limit state; empty means in-process state."),
+    Setting("workers", int, 1, "Worker processes; more than one needs Redis."),
+    Setting("allow_unauthenticated", _bool, False,
+            "Proxy requests without Helicone-Auth (only allowed when bound to a loopback address)."),
+    Setting("journal_dir", str, "",
+            "Where records wait when the store is unavailable; default: a 'journal' folder beside a SQLite file, else ./.heliograph/journal."),
+    Setting("upstream_connect_timeout", float, 10.0, "Seconds to wait for a connection to a provider."),
+    Setting("upstream_read_timeout", float, 600.0,
+            "Seconds a provider may stay silent (before the first byte or between stream chunks) before the call fails."),
+    Setting("recorder_queue_size", int, 50_000, "Records waiting to be written before new ones go to the disk journal."),
+    Setting("recorder_batch_size", int, 500, "Records written per transaction at most."),
+    Setting("recorder_flush_ms", int, 200, "Longest time a record waits in memory before it is written."),
+    Setting("drain_timeout", float, 30.0, "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal."),
+    Setting("gateway_allow", _origins, (), "Extra origins Helicone-Target-URL may name (comma-separated)."),
+    Setting("log_level", str, "info", "Log level of the server."),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+TABLES = ("upstreams", "provider_keys", "prices")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    db_url: str = "sqlite:///.heliograph/heliograph.db"
+    redis_url: str = ""
+    workers: int = 1
+    allow_unauthenticated: bool = False
+    journal_dir: str = ""
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 600.0
+    recorder_queue_size: int = 50_000
+    recorder_batch_size: int = 500
+    recorder_flush_ms: int = 200
+    drain_timeout: float = 30.0
+    gateway_allow: tuple[str, ...] = ()
+    log_level: str = "info"
+    upstreams: Mapping[str, str] = field(default_factory=dict)
+    provider_keys: Mapping[str, str] = field(default_factory=dict)
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @property
+    def journal_path(self) -> Path:
+        if self.journal_dir:
+            return Path(self.journal_dir)
+        if self.db_url.startswith("sqlite:///"):
+            return sqlite_path(self.db_url).parent / "journal"
+        return Path(".heliograph/journal")
+
+    def masked(self) -> dict[str, Any]:
+        """The resolved values, secrets masked, for `heliograph config show`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["provider_keys"] = {k: "****" for k in self.provider_keys}
+        values["db_url"] = _mask_url_password(self.db_url)
+        values["redis_url"] = _mask_url_password(self.redis_url)
+        return values
+
+
+def sqlite_path(url: str) -> Path:
+    """SQLAlchemy's convention: three slashes relative, four absolute."""
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _mask_url_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:****@{host}"
+
+
+def load_settings(cli: Mapping[str, Any] | None = None, config_file: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {t: {} for t in TABLES}
+
+    config_file = config_file or environ.get("HELIOGRAPH_CONFIG")
+    if config_file:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+        for key, value in data.items():
+            if key in TABLES:
+                if not isinstance(value, dict):
+                    raise ValueError(f"config: [{key}] must be a table")
+                tables[key].update(value)
+            elif key in BY_NAME:
+                values[key] = _convert(BY_NAME[key], value, f"config key {key!r}")
+            else:
+                raise ValueError(f"config: unknown key {key!r} (known: {', '.join(sorted([*BY_NAME, *TABLES]))})")
+
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.name] = _convert(setting, environ[setting.env], setting.env)
+    # DESIGN §2 names this variable without the generic prefix rule.
+    if "HELIOGRAPH_DB_URL" in environ:
+        values["db_url"] = environ["HELIOGRAPH_DB_URL"]
+    for name, value in environ.items():
+        if name.startswith("HELIOGRAPH_UPSTREAM_") and value:
+            tables["upstreams"][name.removeprefix("HELIOGRAPH_UPSTREAM_").lower()] = value
+        elif name.startswith("HELIOGRAPH_PROVIDER_KEY_") and value:
+            tables["provider_keys"][name.removeprefix("HELIOGRAPH_PROVIDER_KEY_").lower()] = value
+
+    for name, value in (cli or {}).items():
+        if value is not None:
+            values[name] = _convert(BY_NAME[name], value, f"--{name.replace('_', '-')}")
+
+    upstreams = {k.lower(): str(v).rstrip("/") for k, v in tables["upstreams"].items()}
+    return Settings(**values, upstreams=upstreams,
+                    provider_keys={k.lower(): str(v) for k, v in tables["provider_keys"].items()},
+                    prices=tables["prices"])
+
+
+def _convert(setting: Setting, value: Any, where: str) -> Any:
+    if setting.type in (str, int, float) and isinstance(value, setting.type) and not isinstance(value, bool):
+        return value
+    try:
+        return setting.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None

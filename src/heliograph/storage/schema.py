@@ -1,0 +1,79 @@
+"""The store's schema as an ordered list of named migration steps, recorded in `migrations`.
+
+Times are integer milliseconds since the epoch; cost is USD. Bodies live apart from the metrics
+row, compressed, so they can be omitted or expired on their own.
+"""
+
+from __future__ import annotations
+
+REQUEST_COLUMNS = (
+    "id", "created_at", "provider", "method", "path", "target_url", "status",
+    "request_model", "response_model", "model", "user_id", "session_id", "session_path",
+    "session_name", "request_name", "properties", "key_id",
+    "prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_read_tokens",
+    "prompt_cache_write_tokens", "reasoning_tokens", "cost", "pricing_status",
+    "latency_ms", "ttft_ms", "gateway_overhead_ms", "streamed", "partial", "error",
+    "cache_enabled", "cache_reference_id", "prompt_id", "prompt_version", "attempts", "fallback_index",
+)
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("001_keys", """
+        CREATE TABLE keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            revoked_at BIGINT
+        )"""),
+    ("002_requests", """
+        CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            created_at BIGINT NOT NULL,
+            provider TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            target_url TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            request_model TEXT,
+            response_model TEXT,
+            model TEXT,
+            user_id TEXT,
+            session_id TEXT,
+            session_path TEXT,
+            session_name TEXT,
+            request_name TEXT,
+            properties TEXT NOT NULL DEFAULT '{}',
+            key_id TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            total_tokens INTEGER,
+            prompt_cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            prompt_cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            cost DOUBLE PRECISION,
+            pricing_status TEXT NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            ttft_ms DOUBLE PRECISION,
+            gateway_overhead_ms DOUBLE PRECISION,
+            streamed BOOLEAN NOT NULL,
+            partial BOOLEAN NOT NULL,
+            error TEXT,
+            cache_enabled BOOLEAN NOT NULL DEFAULT FALSE,
+            cache_reference_id TEXT,
+            prompt_id TEXT,
+            prompt_version INTEGER,
+            attempts TEXT NOT NULL DEFAULT '[]',
+            fallback_index INTEGER
+        )"""),
+    ("003_requests_indexes", """
+        CREATE INDEX requests_created_at ON requests (created_at);
+        CREATE INDEX requests_user ON requests (user_id, created_at);
+        CREATE INDEX requests_session ON requests (session_id, created_at)"""),
+    ("004_request_bodies", """
+        CREATE TABLE request_bodies (
+            id TEXT PRIMARY KEY,
+            request BYTEA,
+            response BYTEA
+        )"""),
+]
