@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -19,13 +21,28 @@ TOOLS = [{"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 
 
+_open: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def sdk(base_url: str, **kwargs: Any) -> openai.OpenAI:
+    made = openai.OpenAI(base_url=base_url, max_retries=0, **{"api_key": "sk-provider-secret", **kwargs})
+    _open.append(made)
+    return made
+
+
 def client(gateway: Gateway, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key="sk-provider-secret",
-                         default_headers={**gateway.auth, **headers}, max_retries=0)
+    return sdk(gateway.url + "/openai/v1", default_headers={**gateway.auth, **headers})
 
 
 def direct(fake: FakeUpstream) -> openai.OpenAI:
-    return openai.OpenAI(base_url=fake.url + "/v1", api_key="sk-provider-secret", max_retries=0)
+    return sdk(fake.url + "/v1")
 
 
 def test_chat_is_answered_and_recorded_with_tokens_cost_and_tags(gateway: Gateway, fresh_fake: FakeUpstream) -> None:
@@ -143,14 +160,14 @@ def test_embeddings_and_responses_api_are_recorded(gateway: Gateway, fresh_fake:
 
 
 def test_bare_v1_prefix_is_openai(gateway: Gateway, fresh_fake: FakeUpstream) -> None:
-    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-x", default_headers=gateway.auth, max_retries=0)
+    c = sdk(gateway.url + "/v1", default_headers=gateway.auth)
     raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     assert fresh_fake.requests[-1].path == "/v1/chat/completions"
     assert gateway.record(raw.headers["helicone-id"])["provider"] == "openai"
 
 
 def test_key_in_path_is_accepted_and_removed(gateway: Gateway, fresh_fake: FakeUpstream) -> None:
-    c = openai.OpenAI(base_url=f"{gateway.url}/{gateway.key}/openai/v1", api_key="sk-x", max_retries=0)
+    c = sdk(f"{gateway.url}/{gateway.key}/openai/v1")
     raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     assert fresh_fake.requests[-1].path == "/v1/chat/completions"
     assert gateway.key not in gateway.record(raw.headers["helicone-id"])["request_path"]
@@ -160,7 +177,7 @@ def test_key_in_path_is_accepted_and_removed(gateway: Gateway, fresh_fake: FakeU
 def test_missing_or_bad_helicone_auth_is_a_401_the_sdk_understands(gateway: Gateway, auth: str | None,
                                                                    fresh_fake: FakeUpstream) -> None:
     headers = {"Helicone-Auth": auth} if auth else {}
-    c = openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key="sk-x", default_headers=headers, max_retries=0)
+    c = sdk(gateway.url + "/openai/v1", default_headers=headers)
     with pytest.raises(openai.AuthenticationError) as info:
         c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert "Helicone-Auth" in info.value.message

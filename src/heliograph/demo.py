@@ -42,7 +42,7 @@ OPENAI_STYLE = [  # (provider prefix + API base path, models)
     ("/deepseek/v1", ["deepseek-chat"]),
     ("/gemini/v1beta/openai", ["gemini-2.0-flash"]),
 ]
-ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-3-5-haiku-latest"]
+ANTHROPIC_MODELS = ["claude-sonnet-4-6", "claude-haiku-4-5"]
 
 
 def run_demo(settings: Settings, count: int, exit_after: bool) -> None:
