@@ -24,13 +24,12 @@ class KeyCache:
     def __init__(self, load: Callable[[], Mapping[str, str]]) -> None:
         self._load = load
         self._keys: Mapping[str, str] = {}
-        self._loaded_at = 0.0
+        self._miss_reload_at = 0.0
         self._lock = asyncio.Lock()
 
     async def reload(self) -> None:
         async with self._lock:
             self._keys = await asyncio.to_thread(self._load)
-            self._loaded_at = time.monotonic()
 
     async def run_reloads(self) -> None:
         while True:
@@ -50,7 +49,9 @@ class KeyCache:
             raise AuthError("Helicone-Auth must be 'Bearer <key>'.")
         digest = hash_key(key)
         key_id = self._keys.get(digest)
-        if key_id is None and time.monotonic() - self._loaded_at > MISS_RELOAD_AFTER:
+        if key_id is None and time.monotonic() - self._miss_reload_at > MISS_RELOAD_AFTER:
+            # A key created since the last reload; unknown keys cannot make us reload more often.
+            self._miss_reload_at = time.monotonic()
             try:
                 await self.reload()
             except Exception:

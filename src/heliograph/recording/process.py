@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -63,7 +64,8 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
         # A refused call costs nothing: the provider bills only answered tokens.
         cost, pricing_status = 0.0, "priced"
     else:
-        cost, pricing_status = price(raw.provider, model, usage, overrides)
+        cost, pricing_status = price(raw.provider, model, usage, overrides,
+                                     at=datetime.fromtimestamp(raw.created_at, tz=timezone.utc))
 
     user_id = h.get("helicone-user-id")
     if user_id is None and request_json and isinstance(request_json.get("user"), str):

@@ -1,0 +1,256 @@
+"""The processes a benchmark run starts, and the one place that stops them.
+
+Every child is started in its own session (a Ctrl-C in the terminal reaches only the harness, which
+then stops the children in order) and pinned to a core with `taskset`. `Processes.stop_all` runs in a
+`finally`, so an exception or Ctrl-C never leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+PYTHON = sys.executable
+LOAD_CORE = 0   # load generator, wrk and the mock upstream
+PROXY_CORE = 1  # the proxy under test, alone
+
+# A fixed OpenAI chat completion with usage, as the nginx mock answers every POST.
+COMPLETION = {
+    "id": "chatcmpl-bench0000000000000000000000", "object": "chat.completion", "created": 1730000000,
+    "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?",
+                                          "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23,
+              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+              "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}},
+}
+
+NGINX_CONF = """\
+master_process off;
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server_tokens off;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            default_type application/json;
+            return 200 '{body}';
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Processes:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(["taskset", "-c", str(core), *argv], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        self.running.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.running = [(n, p) for n, p in self.running if p is not proc]
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self.running)):
+            self.stop(proc, timeout=60.0)
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def start_nginx(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise SystemExit("nginx not found: apt-get install -y nginx (the mock upstream)")
+    port = free_port()
+    ndir = procs.workdir / "nginx"
+    ndir.mkdir()
+    body = json.dumps(COMPLETION, separators=(",", ":"))
+    assert "'" not in body
+    (ndir / "nginx.conf").write_text(NGINX_CONF.format(dir=ndir, port=port, body=body))
+    proc = procs.start("nginx", [nginx, "-p", str(ndir), "-c", str(ndir / "nginx.conf")], LOAD_CORE)
+    wait_port(port, proc)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def start_fake_upstream(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    proc = procs.start("fake-upstream", [PYTHON, "-m", "heliograph.testing", "--port", str(port)], LOAD_CORE)
+    wait_port(port, proc)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def start_bare(procs: Processes, name: str, upstream: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    proc = procs.start(name, [PYTHON, str(BENCH / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
+                       PROXY_CORE)
+    wait_port(port, proc)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def heliograph_cmd() -> list[str]:
+    script = Path(PYTHON).parent / "heliograph"
+    return [str(script)] if script.exists() else [PYTHON, "-m", "heliograph.cli.main"]
+
+
+def create_key(db_url: str) -> str:
+    out = subprocess.run([*heliograph_cmd(), "keys", "create", "--name", "bench", "--db", db_url],
+                         check=True, capture_output=True, text=True, timeout=60)
+    return out.stdout.strip().splitlines()[-1].strip()
+
+
+def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path) -> tuple[str, subprocess.Popen[bytes], str]:
+    """A fresh store, a key in it, and `heliograph serve` on the proxy core. Returns url, process, key."""
+    db_url = f"sqlite:///{db_path}"
+    key = create_key(db_url)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")}
+    env |= {"HELIOGRAPH_UPSTREAM_OPENAI": upstream, "HELIOGRAPH_LOG_LEVEL": "warning"}
+    proc = procs.start(name, [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url], PROXY_CORE, env)
+    wait_port(port, proc)
+    return f"http://127.0.0.1:{port}", proc, key
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], duration: float,
+            connections: int) -> dict[str, Any]:
+    """Closed-loop saturation with wrk (one thread, on the load core). Returns its numbers."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk (the saturation load generator)")
+    lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    script = workdir / "wrk.lua"
+    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers))
+    argv = ["taskset", "-c", str(LOAD_CORE), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
+            "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
+    raw = json.loads(line[len("WRKJSON "):])
+    seconds = raw["duration_us"] / 1e6
+    ok = raw["requests"] - raw["status"]
+    errors = raw["status"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {
+        "connections": connections, "duration_s": round(seconds, 2), "requests": raw["requests"], "ok": ok,
+        "errors": errors, "error_kinds": {k: raw[k] for k in ("status", "connect", "read", "write", "timeout") if raw[k]},
+        "max_rps": round(ok / seconds, 1),
+        "latency_ms": {f"p{q}": raw[f"p{q}_us"] / 1000 for q in (50, 90, 99)} | {"max": raw["max_us"] / 1000},
+    }
+
+
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
+    """Top functions by own time and by inclusive time from py-spy's collapsed-stack output."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = []
+        for frame in stack.split(";")[1:]:  # the first entry names the thread
+            match = FRAME.match(frame)
+            if match:
+                path = match["file"]
+                short = "/".join(path.split("/")[-2:]) if "site-packages" in path or "/lib/python" in path else path
+                frames.append(f"{match['func']} ({short.replace(str(BENCH.parent) + '/', '')})")
+            else:
+                frames.append(frame)
+        if frames:
+            own[frames[-1]] += count
+            for name in set(frames):
+                inclusive[name] += count
+    pct = (lambda n: round(100 * n / total, 1)) if total else (lambda n: 0.0)
+    return {"samples": total,
+            "top_own": [[name, pct(n)] for name, n in own.most_common(top)],
+            "top_inclusive": [[name, pct(n)] for name, n in inclusive.most_common(top)]}
