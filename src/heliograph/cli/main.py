@@ -49,7 +49,7 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--workers", type=int, help="Worker processes (more than one needs --redis).")
 @click.pass_context
-def serve(ctx: click.Context, config_file: str | None, **cli: Any) -> None:
+def serve(ctx: click.Context, /, config_file: str | None, **cli: Any) -> None:
     """Run the gateway, the API and the ops endpoints."""
     if config_file:
         ctx.obj["config"] = config_file

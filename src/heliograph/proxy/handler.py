@@ -118,12 +118,12 @@ class Proxy:
             provider = routes.Provider(found.provider, origin, found.family)
         elif prefix == "azure" or (prefix == "openai" and "helicone-openai-api-base" in helicone):
             api_base = helicone.get("helicone-openai-api-base", "")
-            origin = routes.azure_origin(api_base)
-            if not origin:
+            azure = routes.azure_origin(api_base)
+            if not azure:
                 raise BadRequest(f"Helicone-OpenAI-Api-Base {api_base!r} is not an Azure OpenAI endpoint "
                                  "(https://<resource>.openai.azure.com and the other Azure domains).")
             # An HELIOGRAPH_UPSTREAM_AZURE override (egress proxy, tests) wins over the resource.
-            provider = routes.Provider("azure", self.providers["azure"].origin or origin, "openai")
+            provider = routes.Provider("azure", self.providers["azure"].origin or azure, "openai")
         else:
             known = self.providers.get(prefix)
             if known is None:

@@ -58,6 +58,7 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
     response_body = decode_body(raw.response_body, raw.response_encoding)
     usage = extract_usage(raw.family, raw.path.split("?", 1)[0], response_body, streamed=raw.streamed)
     model = h.get("helicone-model-override") or usage.model or request_model
+    cost: float | None
     if raw.cache_hit:
         cost, pricing_status = 0.0, "priced"
     elif raw.status >= 400 and not usage.has_usage:

@@ -44,7 +44,6 @@ A stream chunk is one SSE event, ``data: [DONE]`` included.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import itertools
 import secrets
 import socket
@@ -59,11 +58,20 @@ from aiohttp import web
 
 from heliograph.testing import anthropic_api, openai_api, responses_api
 from heliograph.testing.content import RequestError, make_answer
+from heliograph.testing.replies import (
+    Call,
+    authorized,
+    default_model,
+    error,
+    include_usage,
+    json_response,
+    scripted_error,
+    stream,
+)
 from heliograph.testing.scenario import Scenario, ScenarioError, parse_scenario
 
 __all__ = ["FakeUpstream", "ReceivedRequest"]
 
-DEFAULT_MODEL = "fake-model"
 # A stalled stream must not hold up stop() for long; clients see the connection close.
 SHUTDOWN_TIMEOUT = 1.0
 MAX_BODY = 64 * 1024 * 1024
@@ -79,19 +87,7 @@ class ReceivedRequest:
     json: Any  # parsed body, or None when empty or not JSON
 
 
-@dataclass(slots=True)
-class _Call:
-    """One request being answered: what every route handler needs."""
-
-    request: web.Request
-    body: dict[str, Any]
-    raw: bytes
-    scenario: Scenario | None
-    request_id: str
-    anthropic: bool
-
-
-_Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
+_Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 
 
 class FakeUpstream:
@@ -244,20 +240,20 @@ class FakeUpstream:
         path = request.path.rstrip("/")
         route = next((r for r in self._routes if path.endswith(r[0])), None)
         if route is None:
-            return _error(False, 404, f"Unknown request URL: {request.method} {request.path}", request_id)
+            return error(False, 404, f"Unknown request URL: {request.method} {request.path}", request_id)
         _, method, handler, anthropic = route
         headers = request.headers
         if method == "GET" and "anthropic-version" in headers:
             anthropic = True
         if request.method != method:
-            return _error(anthropic, 405, f"Method {request.method} not allowed on {request.path}", request_id)
-        if not _authorized(headers, anthropic):
+            return error(anthropic, 405, f"Method {request.method} not allowed on {request.path}", request_id)
+        if not authorized(headers, anthropic):
             message = (
                 "x-api-key header is required"
                 if anthropic
                 else "You didn't provide an API key. Provide it in an Authorization header using Bearer auth."
             )
-            return _error(anthropic, 401, message, request_id)
+            return error(anthropic, 401, message, request_id)
 
         scenario = None
         scenario_header = headers.get("x-fake-scenario")
@@ -265,20 +261,20 @@ class FakeUpstream:
             try:
                 scenario = parse_scenario(scenario_header)
             except ScenarioError as exc:
-                return _error(anthropic, 400, str(exc), request_id)
+                return error(anthropic, 400, str(exc), request_id)
             if scenario.delay_ms:
                 await asyncio.sleep(scenario.delay_ms / 1000)
             if scenario.fails and self._should_fail(headers.get("x-fake-key") or scenario_header, scenario):
-                return _scripted_error(anthropic, scenario, request_id)
+                return scripted_error(anthropic, scenario, request_id)
 
         if method == "POST" and not isinstance(parsed, dict):
             reason = "is not valid JSON" if bad_json else "must be a JSON object"
-            return _error(anthropic, 400, f"The request body {reason}.", request_id)
-        call = _Call(request, parsed or {}, raw, scenario, request_id, anthropic)
+            return error(anthropic, 400, f"The request body {reason}.", request_id)
+        call = Call(request, parsed or {}, raw, scenario, request_id, anthropic)
         try:
             return await handler(call)
         except RequestError as exc:
-            return _error(anthropic, 400, str(exc), request_id)
+            return error(anthropic, 400, str(exc), request_id)
 
     def _should_fail(self, key: str, scenario: Scenario) -> bool:
         if scenario.fail_times is None:
@@ -290,41 +286,41 @@ class FakeUpstream:
 
     # --- routes -----------------------------------------------------------------------------
 
-    async def _chat(self, call: _Call) -> web.StreamResponse:
-        answer = make_answer(openai_api.chat_prompt(call.body, _default_model(call.request)), call.scenario)
+    async def _chat(self, call: Call) -> web.StreamResponse:
+        answer = make_answer(openai_api.chat_prompt(call.body, default_model(call.request)), call.scenario)
         created = int(time.time())
         if call.body.get("stream") is True:
-            frames = openai_api.chat_frames(answer, call.request_id, created, _include_usage(call.body))
-            return await _stream(call, frames)
-        return _json(call, openai_api.chat_body(answer, call.request_id, created))
+            frames = openai_api.chat_frames(answer, call.request_id, created, include_usage(call.body))
+            return await stream(call, frames)
+        return json_response(call, openai_api.chat_body(answer, call.request_id, created))
 
-    async def _completions(self, call: _Call) -> web.StreamResponse:
-        answer = make_answer(openai_api.completion_prompt(call.body, _default_model(call.request)), call.scenario)
+    async def _completions(self, call: Call) -> web.StreamResponse:
+        answer = make_answer(openai_api.completion_prompt(call.body, default_model(call.request)), call.scenario)
         created = int(time.time())
         if call.body.get("stream") is True:
-            frames = openai_api.completion_frames(answer, call.request_id, created, _include_usage(call.body))
-            return await _stream(call, frames)
-        return _json(call, openai_api.completion_body(answer, call.request_id, created))
+            frames = openai_api.completion_frames(answer, call.request_id, created, include_usage(call.body))
+            return await stream(call, frames)
+        return json_response(call, openai_api.completion_body(answer, call.request_id, created))
 
-    async def _embeddings(self, call: _Call) -> web.StreamResponse:
+    async def _embeddings(self, call: Call) -> web.StreamResponse:
         scenario = call.scenario
         model_override = scenario.model if scenario is not None else None
-        body = openai_api.embeddings_body(call.body, _default_model(call.request), model_override)
+        body = openai_api.embeddings_body(call.body, default_model(call.request), model_override)
         if scenario is not None and scenario.no_usage:
             del body["usage"]
-        return _json(call, body)
+        return json_response(call, body)
 
-    async def _responses(self, call: _Call) -> web.StreamResponse:
-        answer = make_answer(responses_api.response_prompt(call.body, _default_model(call.request)), call.scenario)
+    async def _responses(self, call: Call) -> web.StreamResponse:
+        answer = make_answer(responses_api.response_prompt(call.body, default_model(call.request)), call.scenario)
         created = int(time.time())
         if call.body.get("stream") is True:
-            return await _stream(call, responses_api.response_frames(answer, call.request_id, created, call.body))
-        return _json(call, responses_api.response_body(answer, call.request_id, created, call.body))
+            return await stream(call, responses_api.response_frames(answer, call.request_id, created, call.body))
+        return json_response(call, responses_api.response_body(answer, call.request_id, created, call.body))
 
-    async def _models(self, call: _Call) -> web.StreamResponse:
-        return _json(call, openai_api.models_body(call.anthropic))
+    async def _models(self, call: Call) -> web.StreamResponse:
+        return json_response(call, openai_api.models_body(call.anthropic))
 
-    async def _messages(self, call: _Call) -> web.StreamResponse:
+    async def _messages(self, call: Call) -> web.StreamResponse:
         answer = make_answer(anthropic_api.message_prompt(call.body), call.scenario, preamble=True)
         scripted = call.scenario is not None and (
             call.scenario.cached is not None or call.scenario.cache_write is not None
@@ -342,104 +338,10 @@ class FakeUpstream:
                 else:
                     answer.cache_write = tokens
         if call.body.get("stream") is True:
-            return await _stream(call, anthropic_api.message_frames(answer, call.request_id))
-        return _json(call, anthropic_api.message_body(answer, call.request_id))
+            return await stream(call, anthropic_api.message_frames(answer, call.request_id))
+        return json_response(call, anthropic_api.message_body(answer, call.request_id))
 
 
-    async def _count_tokens(self, call: _Call) -> web.StreamResponse:
+    async def _count_tokens(self, call: Call) -> web.StreamResponse:
         prompt = anthropic_api.message_prompt(call.body, counting=True)
-        return _json(call, {"input_tokens": prompt.prompt_tokens})
-
-
-# --- responses --------------------------------------------------------------------------------
-
-
-def _authorized(headers: Any, anthropic: bool) -> bool:
-    if anthropic and headers.get("x-api-key"):
-        return True
-    if headers.get("api-key"):
-        return not anthropic
-    authorization: str = headers.get("authorization", "")
-    if anthropic:
-        return bool(authorization.strip())
-    return authorization[:7].lower() == "bearer " and bool(authorization[7:].strip())
-
-
-def _default_model(request: web.Request) -> str:
-    # Azure names the model by deployment in the path and may omit it from the body.
-    _, found, rest = request.path.partition("/deployments/")
-    return rest.split("/", 1)[0] if found and rest else DEFAULT_MODEL
-
-
-def _include_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _id_header(anthropic: bool, request_id: str) -> tuple[str, str]:
-    return ("request-id" if anthropic else "x-request-id", f"req_{request_id}")
-
-
-def _error(
-    anthropic: bool, status: int, message: str, request_id: str, extra: dict[str, str] | None = None
-) -> web.Response:
-    body = anthropic_api.error_body(status, message, f"req_{request_id}") if anthropic else openai_api.error_body(
-        status, message
-    )
-    name, value = _id_header(anthropic, request_id)
-    headers = {"Content-Type": "application/json", name: value, **(extra or {})}
-    return web.Response(status=status, body=body, headers=headers)
-
-
-def _scripted_error(anthropic: bool, scenario: Scenario, request_id: str) -> web.Response:
-    status = scenario.error_status
-    extra: dict[str, str] = {}
-    if scenario.retry_after is not None:
-        extra["retry-after"] = scenario.retry_after
-    elif status == 429:
-        extra["retry-after"] = "1"
-    if scenario.retry_after_ms is not None:
-        extra["retry-after-ms"] = str(scenario.retry_after_ms)
-    return _error(anthropic, status, f"Fake upstream scenario: HTTP {status}", request_id, extra)
-
-
-def _json(call: _Call, payload: dict[str, Any]) -> web.Response:
-    data = orjson.dumps(payload)
-    name, value = _id_header(call.anthropic, call.request_id)
-    headers = {"Content-Type": "application/json", name: value}
-    scenario = call.scenario
-    if scenario is not None and scenario.gzip and "gzip" in call.request.headers.get("accept-encoding", ""):
-        data = gzip.compress(data, compresslevel=5, mtime=0)
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=data, headers=headers)
-
-
-async def _stream(call: _Call, frames: list[bytes]) -> web.StreamResponse:
-    """Send SSE frames one write each, applying the scenario's pacing and failures."""
-    name, value = _id_header(call.anthropic, call.request_id)
-    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", name: value}
-    response = web.StreamResponse(headers=headers)
-    await response.prepare(call.request)
-    scenario = call.scenario
-    if scenario is None:
-        for frame in frames:
-            await response.write(frame)
-        return response
-    sent = 0
-    while True:
-        if sent == scenario.drop_after:
-            transport = call.request.transport
-            # close() flushes what was written, then FIN: the client gets n whole chunks and
-            # then a chunked body that never ends. aiohttp's own write_eof on the closed
-            # transport afterwards is treated as a client disconnect and not logged.
-            if transport is not None:
-                transport.close()
-            return response
-        if sent == scenario.stall_after:
-            await asyncio.sleep(scenario.stall_ms / 1000)
-        if sent == len(frames):
-            return response
-        if sent and scenario.chunk_delay_ms:
-            await asyncio.sleep(scenario.chunk_delay_ms / 1000)
-        await response.write(frames[sent])
-        sent += 1
+        return json_response(call, {"input_tokens": prompt.prompt_tokens})
