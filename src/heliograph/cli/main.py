@@ -64,8 +64,8 @@ def check_serve_settings(settings: Settings) -> None:
         raise click.UsageError(
             f"--workers {settings.workers} needs shared state: pass --redis redis://host:port/0 "
             "(or set HELIOGRAPH_REDIS_URL), or run one worker.")
-    if settings.workers != 1:
-        raise click.UsageError("--workers above 1 is not available yet in this version; run one worker per process.")
+    if settings.workers < 1:
+        raise click.UsageError("--workers must be at least 1.")
     if settings.allow_unauthenticated and not _is_loopback(settings.host):
         raise click.UsageError(
             f"HELIOGRAPH_ALLOW_UNAUTHENTICATED only works on a loopback address, not {settings.host}: "

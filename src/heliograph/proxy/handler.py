@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from ..errors import BadRequest, GatewayError, NotFound, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BadRequest, GatewayError, NotFound, UpstreamTimeout
 from ..recording.record import RawRecord
 from ..settings import Settings
+from . import forward as forward_
 from . import routes
 from .auth import KEY_PREFIX, KeyCache
 from .metrics import ProxyMetrics
@@ -67,41 +68,65 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         created_at = time.time()
-        path: str = scope["path"]
-        family = "anthropic" if path.startswith("/anthropic/") else "openai"
+        family = _family_hint(scope["path"])
         request_id = ""
         try:
-            forward, helicone, path = _split_headers(scope["headers"], path)
+            forward, helicone, path = _split_headers(scope["headers"], scope["path"])
             family = _family_hint(path)
-            route = self._route(path, scope["query_string"], helicone)
-            family = route.provider.family
+            query = ("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else ""
+            replaces_primary = path.startswith("/gateway/") and "helicone-fallbacks" in helicone
+            route = None if replaces_primary else self._route(path, query, helicone)
+            family = route.provider.family if route else family
             key_id = None
             if self.require_auth or "helicone-auth" in helicone:
                 key_id = await self.keys.authenticate(helicone.get("helicone-auth"))
             request_id = helicone.get("helicone-request-id", "")
             if not VALID_REQUEST_ID.match(request_id):
                 request_id = str(uuid.uuid4())
+            retry = forward_.parse_retry(helicone)
             body = await _read_body(receive)
-            body, strip_usage = _inject_stream_usage(route.upstream_url, body, helicone)
-            self._add_provider_key(route.provider, forward)
+            upstream_url = route.upstream_url if route else path + query
+            body, strip_usage = _inject_stream_usage(upstream_url, body, helicone)
+            targets = self._targets(route, path, query, forward, body, helicone, not strip_usage)
         except GatewayError as exc:
             await _send_error(send, exc, family, request_id)
             self.metrics.observe_refused(exc.status)
             return
 
         helicone.pop("helicone-auth", None)
+        first = targets[0]
         record = RawRecord(
-            id=request_id, created_at=created_at, provider=route.provider.name, family=family,
-            method=scope["method"], path=route.path, target_url=route.upstream_url, key_id=key_id,
+            id=request_id, created_at=created_at, provider=first.provider.name, family=first.provider.family,
+            method=scope["method"], path=path + query, target_url=first.url, key_id=key_id,
             helicone=helicone, request_body=body)
         try:
-            await self._forward(scope, receive, send, route, forward, body, record, started, strip_usage)
+            await self._forward(scope, receive, send, targets, retry, record, started, strip_usage, family)
         finally:
             record.latency_ms = (time.perf_counter() - started) * 1000
             self.submit(record)
             self.metrics.observe(record)
 
-    def _route(self, path: str, query: bytes, helicone: dict[str, str]) -> Route:
+    def _targets(self, route: Route | None, path: str, query: str, forward: list[tuple[bytes, bytes]],
+                 body: bytes, helicone: dict[str, str], client_usage: bool) -> list[forward_.Target]:
+        targets: list[forward_.Target] = []
+        if route is not None:
+            self._add_provider_key(route.provider, forward)
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in forward]
+            targets.append(forward_.Target(route.provider, route.upstream_url, headers, body))
+        if "helicone-fallback" in helicone:
+            if route is None:
+                raise BadRequest("Helicone-Fallback needs a provider route or Helicone-Target-URL.")
+            targets += forward_.seed_fallbacks(helicone["helicone-fallback"], targets[0], self.providers,
+                                               self.provider_keys, client_usage)
+        elif "helicone-fallbacks" in helicone:
+            rest = path.removeprefix("/gateway") if path.startswith("/gateway/") else path.split("/", 2)[-1]
+            fallbacks = forward_.helicone_fallbacks(helicone["helicone-fallbacks"], rest + query,
+                                                    self.gateway_allow, self.providers)
+            forward_.apply_body(fallbacks, body)
+            targets += fallbacks
+        return targets
+
+    def _route(self, path: str, query_string: str, helicone: dict[str, str]) -> Route:
         prefix, _, rest = path[1:].partition("/")
         rest = "/" + rest
         if prefix == "v1":
@@ -130,7 +155,6 @@ class Proxy:
                 raise NotFound(f"No provider at /{prefix}. Use /openai/v1, /anthropic/v1, /azure, "
                                f"/gateway or one of: {', '.join(sorted(self.providers))}.")
             provider = known
-        query_string = ("?" + query.decode("latin-1")) if query else ""
         return Route(provider, provider.origin + rest + query_string, path + query_string)
 
     def _add_provider_key(self, provider: routes.Provider, forward: list[tuple[bytes, bytes]]) -> None:
@@ -145,34 +169,35 @@ class Proxy:
         else:
             forward.append((b"authorization", b"Bearer " + secret.encode()))
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, route: Route,
-                       forward: list[tuple[bytes, bytes]], body: bytes, record: RawRecord,
-                       started: float, strip_usage: bool) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, targets: list[forward_.Target],
+                       retry: forward_.RetryPolicy | None, record: RawRecord, started: float,
+                       strip_usage: bool, client_family: str) -> None:
         assert self.session is not None
         sent_at = time.perf_counter()
-        try:
-            upstream = await self.session.request(
-                scope["method"], route.upstream_url, headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in forward],
-                data=body or None, allow_redirects=False)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            await self._fail(send, record, UpstreamTimeout(
-                f"{route.provider.name} did not answer within the upstream timeout."), started)
-            return
-        except aiohttp.ClientError as exc:
-            await self._fail(send, record, UpstreamUnavailable(
-                f"Could not reach {route.provider.name}: {type(exc).__name__}: {exc}"), started)
+        if len(targets) == 1 and retry is None:
+            outcome = await forward_.send_once(self.session, scope["method"], targets[0])
+        else:
+            outcome = await forward_.send(self.session, scope["method"], targets, retry)
+        target = outcome.target
+        record.provider, record.family, record.target_url = target.provider.name, target.provider.family, target.url
+        record.fallback_index = target.fallback_index
+        record.attempts = outcome.attempts
+        if outcome.response is None:
+            assert outcome.error is not None
+            await self._fail(send, record, outcome.error, client_family)
             return
         answered_at = time.perf_counter()
         record.upstream_ms = (answered_at - sent_at) * 1000
         overhead_ms = (sent_at - started) * 1000
-        await relay(upstream, receive, send, record, overhead_ms, answered_at, started, strip_usage)
+        await relay(outcome.response, receive, send, record, overhead_ms, answered_at, started,
+                    strip_usage and target.translate is None, target)
 
-    async def _fail(self, send: Send, record: RawRecord, exc: GatewayError, started: float) -> None:
+    async def _fail(self, send: Send, record: RawRecord, exc: GatewayError, client_family: str) -> None:
         record.status = exc.status
         record.error = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unavailable"
-        record.response_body = exc.body(record.family)
+        record.response_body = exc.body(client_family)
         record.gateway_overhead_ms = 0.0
-        await _send_error(send, exc, record.family, record.id)
+        await _send_error(send, exc, client_family, record.id, record.fallback_index)
 
 
 def _family_hint(path: str) -> str:
@@ -235,10 +260,13 @@ def _inject_stream_usage(url: str, body: bytes, helicone: dict[str, str]) -> tup
     return orjson.dumps(payload), not forced and payload.get("stream") is True
 
 
-async def _send_error(send: Send, exc: GatewayError, family: str, request_id: str) -> None:
+async def _send_error(send: Send, exc: GatewayError, family: str, request_id: str,
+                      fallback_index: int | None = None) -> None:
     body = exc.body(family)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if request_id:
         headers.append((b"helicone-id", request_id.encode()))
+    if fallback_index is not None:
+        headers.append((b"helicone-fallback-index", str(fallback_index).encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

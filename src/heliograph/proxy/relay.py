@@ -21,6 +21,8 @@ import aiohttp
 
 from ..errors import sse_error_event
 from ..recording.record import RawRecord
+from .forward import Target
+from .translate_relay import Translation
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,15 +30,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DROPPED_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
+# When the body is changed (usage chunk cut, translated), its length and type are ours to set.
+REWRITTEN_DROPPED = DROPPED_RESPONSE_HEADERS | {b"content-length", b"content-encoding"}
 SMALL_BODY = 1 << 20
 
 
 def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhead_ms: float,
-                     streaming: bool, strip_usage: bool) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (name, value) for name, value in upstream.raw_headers
-        if name.lower() not in DROPPED_RESPONSE_HEADERS and not (strip_usage and name.lower() == b"content-length")
-    ]
+                     streaming: bool, rewritten: bool) -> list[tuple[bytes, bytes]]:
+    dropped = REWRITTEN_DROPPED if rewritten else DROPPED_RESPONSE_HEADERS
+    headers = [(name, value) for name, value in upstream.raw_headers if name.lower() not in dropped]
+    if record.fallback_index is not None:
+        headers.append((b"helicone-fallback-index", str(record.fallback_index).encode()))
     headers.append((b"helicone-id", record.id.encode()))
     headers.append((b"server-timing",
                     f"gateway;dur={overhead_ms:.3f}, upstream;dur={record.upstream_ms or 0:.3f}".encode()))
@@ -46,20 +50,30 @@ def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhe
 
 
 async def relay(upstream: aiohttp.ClientResponse, receive: Receive, send: Send, record: RawRecord,
-                overhead_ms: float, answered_at: float, started: float, strip_usage: bool) -> None:
+                overhead_ms: float, answered_at: float, started: float, strip_usage: bool,
+                target: Target) -> None:
     content_type = upstream.headers.get("content-type", "")
     streaming = content_type.startswith("text/event-stream")
     strip_usage = strip_usage and streaming
     record.status = upstream.status
     record.streamed = streaming
     record.response_encoding = upstream.headers.get("content-encoding", "")
+    translator = Translation(target, streaming, upstream.status) if target.translate else None
     try:
         overhead_ms += (time.perf_counter() - answered_at) * 1000
         record.gateway_overhead_ms = overhead_ms
-        headers = response_headers(upstream, record, overhead_ms, streaming, strip_usage)
+        headers = response_headers(upstream, record, overhead_ms, streaming, strip_usage or translator is not None)
+        if translator is not None and not streaming:
+            record.response_body = await upstream.read()
+            body = translator.whole(record.response_body)
+            headers = [h for h in headers if h[0].lower() != b"content-type"]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
         if streaming:
-            await _relay_stream(upstream, receive, send, record, started, strip_usage)
+            await _relay_stream(upstream, receive, send, record, started, strip_usage, translator)
         elif upstream.content_length is not None and upstream.content_length <= SMALL_BODY:
             record.response_body = await upstream.read()
             await send({"type": "http.response.body", "body": record.response_body})
@@ -85,7 +99,8 @@ async def _relay_chunks(upstream: aiohttp.ClientResponse, send: Send, record: Ra
 
 
 async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send: Send,
-                        record: RawRecord, started: float, strip_usage: bool) -> None:
+                        record: RawRecord, started: float, strip_usage: bool,
+                        translator: Translation | None) -> None:
     parts: list[bytes] = []
     task = asyncio.current_task()
     assert task is not None
@@ -107,9 +122,13 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
             parts.append(chunk)
             if strip_usage:
                 chunk, pending = _without_usage_chunk(pending + chunk)
-                if not chunk:
-                    continue
+            elif translator is not None:
+                chunk = translator.feed(chunk)
+            if not chunk:
+                continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if translator is not None:
+            pending = translator.close()
         if pending:
             await send({"type": "http.response.body", "body": pending, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -125,7 +144,8 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
         record.error = _stream_error_class(exc)
         upstream.close()
         await send({"type": "http.response.body", "more_body": False,
-                    "body": pending + sse_error_event(record.family, _stream_error_message(exc))})
+                    "body": pending + sse_error_event(translator.client_family if translator else record.family,
+                                                      _stream_error_message(exc))})
     finally:
         watcher.cancel()
         record.response_body = b"".join(parts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 from typing import Any
 
 import orjson
@@ -56,7 +57,9 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
     if not isinstance(request_model, str):
         request_model = _azure_deployment(raw.path) if raw.provider == "azure" else None
     response_body = decode_body(raw.response_body, raw.response_encoding)
-    usage = extract_usage(raw.family, raw.path.split("?", 1)[0], response_body, streamed=raw.streamed)
+    # The upstream's own path says which API answered (a fallback may differ from the client's).
+    upstream_path = urlsplit(raw.target_url).path or raw.path.split("?", 1)[0]
+    usage = extract_usage(raw.family, upstream_path, response_body, streamed=raw.streamed)
     model = h.get("helicone-model-override") or usage.model or request_model
     cost: float | None
     if raw.cache_hit:

@@ -1,0 +1,164 @@
+"""The state protocols the proxy talks to, and the logic shared by every backend.
+
+`Cache` holds exact-cache entries (bytes under a key, with a TTL) and the semantic index
+(normalised vectors pointing at exact-cache keys, per scope, bounded). `RateLimiter` holds token
+buckets. Every backend error surfaces as `StateUnavailable`, the one exception the proxy catches
+to fail open: a cache error is a miss, a limiter error lets the request through without headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import operator
+import random
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StateUnavailable(Exception):
+    """The state backend (Redis) failed or timed out; the caller fails open."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    remaining: float              # tokens left after this call; negative after a cents overspend
+    reset_seconds: float          # until the bucket is full again
+    retry_after_seconds: float    # until this call would be allowed; 0 when allowed
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One round trip for all slots of a bucket."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int, *, only_if_absent: bool = False) -> bool:
+        """Store with a TTL (> 0). With only_if_absent, True only if this call wrote the key."""
+        ...
+
+    async def nearest(self, scope: str, vector: Sequence[float], threshold: float) -> tuple[str, float] | None:
+        """The value key of the most similar live vector in scope with cosine ≥ threshold."""
+        ...
+
+    async def add_vector(self, scope: str, vector: Sequence[float], value_key: str, ttl_seconds: int) -> None: ...
+
+
+class RateLimiter(Protocol):
+    async def take(self, bucket_id: str, capacity: float, refill_per_second: float, cost: float) -> Decision:
+        """Refill, then atomically: cost > 0 → allowed iff tokens ≥ cost, and only then deduct;
+        cost == 0 → the cents pre-check, allowed iff tokens > 0, nothing deducted."""
+        ...
+
+    async def charge(self, bucket_id: str, capacity: float, refill_per_second: float, amount: float) -> Decision:
+        """Refill, then deduct `amount` unconditionally; the balance may go negative."""
+        ...
+
+
+# --- exact-cache buckets (contract §4.3) -------------------------------------------------------
+
+async def lookup(cache: Cache, key_for: Callable[[int], str], max_size: int,
+                 rng: random.Random | None = None) -> tuple[bytes, int] | None:
+    """(value, slot index) when all `max_size` slots are filled, one picked uniformly; else None.
+
+    A bucket answers only once full, so the first `max_size` identical calls reach the provider
+    and the answers vary afterwards; size 1 is plain replay.
+    """
+    values = await cache.get_many([key_for(i) for i in range(max_size)])
+    filled = [(v, i) for i, v in enumerate(values) if v is not None]
+    if len(filled) < max_size:
+        return None
+    return (rng or random).choice(filled)
+
+
+async def store(cache: Cache, key_for: Callable[[int], str], max_size: int, value: bytes,
+                ttl_seconds: int) -> int | None:
+    """Write into the lowest empty slot; the slot index, or None when full (or TTL is 0).
+
+    `only_if_absent` makes concurrent misses of one request land in different slots instead
+    of overwriting each other.
+    """
+    if ttl_seconds <= 0:
+        return None
+    keys = [key_for(i) for i in range(max_size)]
+    values = await cache.get_many(keys)
+    for index, existing in enumerate(values):
+        if existing is None and await cache.set(keys[index], value, ttl_seconds, only_if_absent=True):
+            return index
+    return None
+
+
+# --- token bucket arithmetic (contract §5.3), mirrored by the Redis Lua script ---------------
+
+def bucket_step(tokens: float | None, updated: float, now: float, capacity: float, refill: float,
+                cost: float, charge: bool) -> tuple[float, Decision]:
+    """New token count and the decision. `tokens=None` is a bucket never seen (starts full)."""
+    if tokens is None:
+        tokens = capacity
+    elif now > updated:
+        tokens = min(capacity, tokens + (now - updated) * refill)
+    else:
+        tokens = min(capacity, tokens)      # a lowered capacity clamps even without refill
+    allowed = True
+    if charge:
+        tokens -= cost
+    elif cost > 0:
+        allowed = tokens >= cost
+        if allowed:
+            tokens -= cost
+    else:
+        allowed = tokens > 0
+    return tokens, decision(allowed, tokens, capacity, refill, cost)
+
+
+def decision(allowed: bool, tokens: float, capacity: float, refill: float, cost: float) -> Decision:
+    reset = max(0.0, (capacity - tokens) / refill)
+    retry = 0.0 if allowed else max(0.0, (cost - tokens) / refill)
+    return Decision(allowed, tokens, reset, retry)
+
+
+def full_after(tokens: float, capacity: float, refill: float) -> float:
+    """Seconds until the bucket is full, i.e. until forgetting it changes nothing."""
+    return max(0.0, (capacity - tokens) / refill)
+
+
+# --- semantic vectors --------------------------------------------------------------------------
+
+def normalised(vector: Iterable[float]) -> array[float]:
+    """float32 unit vector: cosine similarity becomes a dot product, at 4 bytes per dimension."""
+    values = array("f", vector)
+    norm = math.sqrt(math.fsum(x * x for x in values))
+    if norm == 0 or not math.isfinite(norm):
+        raise ValueError("cannot index a zero or non-finite vector")
+    return array("f", (x / norm for x in values))
+
+
+_sumprod = getattr(math, "sumprod", None)      # C speed on Python ≥ 3.12
+
+
+def dot(a: array[float], b: array[float]) -> float:
+    if len(a) != len(b):
+        return -1.0          # another embedding model wrote this entry: never a match
+    if _sumprod is not None:
+        return float(_sumprod(a, b))
+    return float(sum(map(operator.mul, a, b)))
+
+
+async def best_match(query: array[float], candidates: Iterable[tuple[array[float], str]],
+                     threshold: float) -> tuple[str, float] | None:
+    """Linear scan (bounded per scope), yielding to the event loop so a big scope cannot stall it."""
+    best: tuple[str, float] | None = None
+    for n, (vector, value_key) in enumerate(candidates, 1):
+        similarity = dot(query, vector)
+        # float32 rounding: an identical text must still pass a threshold of 1.0
+        if similarity >= threshold - 1e-6 and (best is None or similarity > best[1]):
+            best = (value_key, similarity)
+        if n % 128 == 0:
+            await asyncio.sleep(0)
+    if best is not None:
+        best = (best[0], min(1.0, best[1]))    # float32 rounding can give 1.0000001
+    return best

@@ -1,0 +1,374 @@
+"""One contract for every state backend: the same scenarios run on memory and on Redis.
+
+Redis comes from HELIOGRAPH_TEST_REDIS_URL (DESIGN §5): skipped with a reason when unset, a
+failure when CI is set. Every test uses its own key prefix and deletes its keys afterwards.
+Time: the memory backends take an injected clock that `advance` moves; on Redis `advance`
+really sleeps, so those scenarios use short TTLs and fast refill rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from heliograph.controls.ratelimit import Policy, parse_policy, rate_limit_headers
+from heliograph.state import Cache, RateLimiter, State, StateUnavailable, lookup, open_state, store
+from heliograph.state.memory import MemoryCache, MemoryRateLimiter
+
+RUN_PREFIX = f"heliograph-test-{uuid.uuid4().hex[:10]}:"
+
+
+def redis_url() -> str:
+    url = os.environ.get("HELIOGRAPH_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but HELIOGRAPH_TEST_REDIS_URL is not: the Redis backend must be tested in CI")
+        pytest.skip("HELIOGRAPH_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/0): Redis backend not tested")
+    return url
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    cache: Cache
+    limiter: RateLimiter
+    advance: Callable[[float], Awaitable[None]]
+    state: State | None = None          # the Redis state, for raw checks
+
+
+Backend = Callable[..., Any]            # (**options) -> async context manager of Harness
+
+
+@asynccontextmanager
+async def memory_harness(max_vectors_per_scope: int = 1_000) -> AsyncIterator[Harness]:
+    clock = FakeClock()
+
+    async def advance(seconds: float) -> None:
+        clock.now += seconds
+
+    yield Harness(MemoryCache(max_vectors_per_scope=max_vectors_per_scope, clock=clock),
+                  MemoryRateLimiter(clock=clock), advance)
+
+
+def redis_harness(url: str, prefix: str) -> Backend:
+    @asynccontextmanager
+    async def harness(max_vectors_per_scope: int = 1_000) -> AsyncIterator[Harness]:
+        state = open_state(url, key_prefix=prefix, max_vectors_per_scope=max_vectors_per_scope)
+        try:
+            yield Harness(state.cache, state.limiter, asyncio.sleep, state)
+        finally:
+            assert state.client is not None
+            keys = [k async for k in state.client.scan_iter(match=prefix + "*")]
+            if keys:
+                await state.client.delete(*keys)
+            await state.close()
+    return harness
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "memory":
+        return memory_harness
+    return redis_harness(redis_url(), f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}:")
+
+
+def run(backend: Backend, scenario: Callable[[Harness], Awaitable[None]], **options: Any) -> None:
+    async def main() -> None:
+        async with backend(**options) as harness:
+            await scenario(harness)
+    asyncio.run(main())
+
+
+# --- Cache -------------------------------------------------------------------------------------
+
+def test_cache_get_set_get_many(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert await h.cache.get("k1") is None
+        assert await h.cache.set("k1", b"\x00value\xff", 60)
+        assert await h.cache.get("k1") == b"\x00value\xff"
+        assert await h.cache.get_many(["k0", "k1", "k2"]) == [None, b"\x00value\xff", None]
+        assert await h.cache.get_many([]) == []
+        assert await h.cache.set("k1", b"new", 60)           # plain set overwrites
+        assert await h.cache.get("k1") == b"new"
+    run(backend, scenario)
+
+
+def test_cache_only_if_absent(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert await h.cache.set("k", b"first", 60, only_if_absent=True)
+        assert not await h.cache.set("k", b"second", 60, only_if_absent=True)
+        assert await h.cache.get("k") == b"first"
+    run(backend, scenario)
+
+
+def test_cache_ttl_expiry(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert await h.cache.set("short", b"v", 1)
+        assert await h.cache.set("long", b"v", 60)
+        assert not await h.cache.set("never", b"v", 0)       # max-age=0: nothing stored
+        assert await h.cache.get("short") == b"v"
+        await h.advance(1.2)
+        assert await h.cache.get("short") is None
+        assert await h.cache.get("long") == b"v"
+        assert await h.cache.get("never") is None
+        # an expired key is absent for only_if_absent too
+        assert await h.cache.set("short", b"again", 60, only_if_absent=True)
+    run(backend, scenario)
+
+
+def test_bucket_fills_lowest_slot_then_picks_at_random(backend: Backend) -> None:
+    def key_for(index: int) -> str:
+        return f"base-{index}"
+
+    async def scenario(h: Harness) -> None:
+        assert await lookup(h.cache, key_for, 3) is None
+        assert await store(h.cache, key_for, 3, b"a", 60) == 0
+        assert await lookup(h.cache, key_for, 3) is None      # MISS until every slot is filled
+        assert await store(h.cache, key_for, 3, b"b", 60) == 1
+        assert await lookup(h.cache, key_for, 3) is None
+        assert await store(h.cache, key_for, 3, b"c", 60) == 2
+        assert await store(h.cache, key_for, 3, b"d", 60) is None   # full: nothing written
+        rng = random.Random(7)
+        seen = {await lookup(h.cache, key_for, 3, rng) for _ in range(40)}
+        assert seen == {(b"a", 0), (b"b", 1), (b"c", 2)}
+        # size 1 is plain replay of one slot
+        assert await store(h.cache, key_for, 1, b"x", 60) is None   # slot 0 already taken
+        assert await lookup(h.cache, key_for, 1) == (b"a", 0)
+        assert await store(h.cache, key_for, 2, b"x", 0) is None    # TTL 0: never stored
+    run(backend, scenario)
+
+
+def test_bucket_concurrent_stores_take_distinct_slots(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        slots = await asyncio.gather(*(store(h.cache, lambda i: f"race-{i}", 3, b"v%d" % n, 60)
+                                       for n in range(5)))
+        assert sorted(s for s in slots if s is not None) == [0, 1, 2]
+        assert slots.count(None) == 2
+    run(backend, scenario)
+
+
+def exact(found: tuple[str, float] | None) -> str | None:
+    """The value key of a match at similarity 1 (float32 rounding allowed)."""
+    assert found is None or found[1] == pytest.approx(1.0)
+    return None if found is None else found[0]
+
+
+def basis(index: int, dims: int = 8) -> list[float]:
+    return [1.0 if i == index else 0.0 for i in range(dims)]
+
+
+def test_semantic_nearest(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert await h.cache.nearest("scope", [1.0, 0.0], 0.5) is None
+        await h.cache.add_vector("scope", [1.0, 0.0], "east", 60)
+        await h.cache.add_vector("scope", [6.0, 8.0], "north-east", 60)   # not unit length
+        await h.cache.add_vector("other", [0.9, 0.44], "elsewhere", 60)
+        found = await h.cache.nearest("scope", [0.9, 0.44], 0.5)
+        assert found is not None and found[0] == "east"
+        assert found[1] == pytest.approx(0.9 / (0.9 ** 2 + 0.44 ** 2) ** 0.5, abs=1e-5)
+        found = await h.cache.nearest("scope", [3.0, 4.0], 1.0)       # identical direction
+        assert found is not None and found[0] == "north-east" and found[1] == pytest.approx(1.0)
+        assert await h.cache.nearest("scope", [0.0, 1.0], 0.9) is None  # best is 0.8 < 0.9
+        assert await h.cache.nearest("nobody", [1.0, 0.0], 0.1) is None
+        assert await h.cache.nearest("scope", [1.0, 0.0, 0.0], 0.1) is None  # other model's size
+        with pytest.raises(ValueError):
+            await h.cache.add_vector("scope", [0.0, 0.0], "zero", 60)
+    run(backend, scenario)
+
+
+def test_semantic_bounded_and_expiring(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        for i in range(7):
+            await h.cache.add_vector("scope", basis(i), f"v{i}", 60)
+        assert await h.cache.nearest("scope", basis(0), 0.9) is None       # evicted: oldest two
+        assert await h.cache.nearest("scope", basis(1), 0.9) is None
+        assert exact(await h.cache.nearest("scope", basis(6), 0.9)) == "v6"
+        await h.cache.add_vector("scope", basis(7), "short", 1)
+        assert exact(await h.cache.nearest("scope", basis(7), 0.9)) == "short"
+        await h.advance(1.2)
+        assert await h.cache.nearest("scope", basis(7), 0.9) is None
+        assert exact(await h.cache.nearest("scope", basis(5), 0.9)) == "v5"
+    run(backend, scenario, max_vectors_per_scope=5)
+
+
+# --- RateLimiter ---------------------------------------------------------------------------------
+
+def policy(text: str) -> Policy:
+    parsed = parse_policy(text)
+    assert isinstance(parsed, Policy), parsed
+    return parsed
+
+
+def test_limiter_starts_full_then_denies(backend: Backend) -> None:
+    p = policy("3;w=60")
+
+    async def scenario(h: Harness) -> None:
+        remaining = []
+        for _ in range(3):
+            d = await h.limiter.take("org", p.capacity, p.refill_per_second, 1)
+            assert d.allowed
+            remaining.append(dict(rate_limit_headers(p, d))["Helicone-RateLimit-Remaining"])
+        assert remaining == ["2", "1", "0"]
+        denied = await h.limiter.take("org", p.capacity, p.refill_per_second, 1)
+        assert not denied.allowed
+        assert denied.retry_after_seconds == pytest.approx(20, abs=0.5)
+        assert denied.reset_seconds == pytest.approx(60, abs=0.5)
+        headers = dict(rate_limit_headers(p, denied))
+        assert headers["Retry-After"] == "20"
+        assert headers["Helicone-RateLimit-Remaining"] == "0"
+        assert headers["Helicone-RateLimit-Limit"] == "3"
+        assert headers["Helicone-RateLimit-Policy"] == "3;w=60"
+        assert headers["Helicone-RateLimit-Reset"] in ("59", "60")
+        # a denied request deducted nothing: another bucket id is untouched, this one still ~0
+        assert (await h.limiter.take("other", 3, p.refill_per_second, 1)).remaining == pytest.approx(2)
+        assert not (await h.limiter.take("org", p.capacity, p.refill_per_second, 1)).allowed
+    run(backend, scenario)
+
+
+def test_limiter_refills_evenly_never_above_capacity(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        for _ in range(2):
+            assert (await h.limiter.take("b", 2, 10, 1)).allowed
+        assert not (await h.limiter.take("b", 2, 10, 1)).allowed
+        await h.advance(0.15)                                   # 1.5 tokens back
+        d = await h.limiter.take("b", 2, 10, 1)
+        assert d.allowed and 0.49 < d.remaining < 0.9
+        assert not (await h.limiter.take("b", 2, 10, 1)).allowed
+        await h.advance(0.5)                                     # would be 5+ tokens: capped at 2
+        d = await h.limiter.take("b", 2, 10, 1)
+        assert d.allowed and d.remaining == pytest.approx(1, abs=0.05)
+        full = await h.limiter.take("fresh", 2, 10, 0)
+        assert full.allowed and full.remaining == 2 and full.reset_seconds == 0
+    run(backend, scenario)
+
+
+def test_limiter_cents_precheck_and_negative_balance(backend: Backend) -> None:
+    p = policy("5;w=3600;u=cents")
+
+    async def scenario(h: Harness) -> None:
+        check = await h.limiter.take("cents", p.capacity, p.refill_per_second, 0)
+        assert check.allowed and check.remaining == pytest.approx(5)       # pre-check takes nothing
+        charged = await h.limiter.charge("cents", p.capacity, p.refill_per_second, 7.25)
+        assert charged.allowed and charged.remaining == pytest.approx(-2.25, abs=0.01)
+        check = await h.limiter.take("cents", p.capacity, p.refill_per_second, 0)
+        assert not check.allowed
+        assert check.retry_after_seconds == pytest.approx(2.25 / p.refill_per_second, rel=0.01)
+        headers = dict(rate_limit_headers(p, check))
+        assert headers["Helicone-RateLimit-Remaining"] == "0"
+        assert headers["Helicone-RateLimit-Policy"] == "5;w=3600;u=cents"
+        assert int(headers["Retry-After"]) == pytest.approx(1620, abs=2)
+    run(backend, scenario)
+
+
+def test_limiter_capacity_change_clamps(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        slow = 1 / 3600
+        assert (await h.limiter.take("c", 10, slow, 1)).remaining == pytest.approx(9)
+        assert (await h.limiter.take("c", 3, slow, 1)).remaining == pytest.approx(2, abs=0.01)
+        # raising the quota again does not refill the bucket: same bucket, clamped tokens
+        assert (await h.limiter.take("c", 10, slow, 1)).remaining == pytest.approx(1, abs=0.01)
+    run(backend, scenario)
+
+
+# --- Redis only ----------------------------------------------------------------------------------
+
+def test_redis_two_clients_never_over_admit() -> None:
+    url, prefix = redis_url(), f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}:"
+
+    async def main() -> None:
+        a, b = (open_state(url, key_prefix=prefix) for _ in range(2))
+        try:
+            calls = [s.limiter.take("shared", 10, 10 / 3600, 1) for _ in range(40) for s in (a, b)]
+            decisions = await asyncio.gather(*calls)
+            assert sum(d.allowed for d in decisions) == 10
+            assert a.client is not None
+            pttl = await a.client.pttl(prefix + "rl:shared")     # forgotten once full again
+            assert 3600_000 < pttl <= 3601_000
+            assert (await a.limiter.take("full", 2, 1, 0)).allowed
+            assert await a.client.exists(prefix + "rl:full") == 0  # a full bucket is no key at all
+        finally:
+            assert a.client is not None
+            keys = [k async for k in a.client.scan_iter(match=prefix + "*")]
+            if keys:
+                await a.client.delete(*keys)
+            await a.close()
+            await b.close()
+    asyncio.run(main())
+
+
+def test_redis_down_raises_state_unavailable_quickly() -> None:
+    with socket.socket() as s:                 # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main() -> None:
+        state = open_state(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(StateUnavailable):
+                await state.limiter.take("b", 3, 1, 1)
+            with pytest.raises(StateUnavailable):
+                await state.cache.get_many(["a", "b"])
+            with pytest.raises(StateUnavailable):
+                await state.cache.add_vector("s", [1.0], "k", 60)
+            with pytest.raises(StateUnavailable):
+                await state.check()
+        finally:
+            await state.close()
+        assert time.monotonic() - started < 3
+    asyncio.run(main())
+
+
+# --- memory bounds -------------------------------------------------------------------------------
+
+def test_memory_cache_bounded_lru() -> None:
+    async def main() -> None:
+        cache = MemoryCache(max_entries=3, max_bytes=1000)
+        for key in "abc":
+            await cache.set(key, b"x" * 10, 60)
+        assert await cache.get("a") == b"x" * 10               # a is now most recently used
+        await cache.set("d", b"x" * 10, 60)
+        assert await cache.get_many(["a", "b", "c", "d"]) == [b"x" * 10, None, b"x" * 10, b"x" * 10]
+        assert not await cache.set("huge", b"x" * 2000, 60)     # larger than the whole cache
+        await cache.set("big", b"x" * 990, 60)                  # evicts by bytes
+        assert len(cache) == 1 and cache.size_bytes == 993
+        assert await cache.get("big") is not None
+
+        vectors = MemoryCache(max_vectors_per_scope=10, max_vectors=4)
+        for scope in ("s1", "s2", "s3"):
+            for i in range(2):
+                await vectors.add_vector(scope, basis(i), f"{scope}-{i}", 60)
+        assert await vectors.nearest("s1", basis(0), 0.9) is None    # least recently used scope
+        assert exact(await vectors.nearest("s3", basis(0), 0.9)) == "s3-0"
+    asyncio.run(main())
+
+
+def test_memory_limiter_bounded() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        limiter = MemoryRateLimiter(max_buckets=5, clock=clock)
+        for i in range(20):
+            await limiter.take(f"b{i}", 10, 1, 1)
+        assert len(limiter) <= 5
+        clock.now += 100                                        # all full again: forgotten
+        await limiter.take("new", 10, 1, 1)
+        await limiter.take("new", 10, 1, 1)
+        assert len(limiter) <= 3
+    asyncio.run(main())
