@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class Gateway:
 
 
 def start_gateway(tmp_path: Path, upstream_url: str, *, extra_env: dict[str, str] | None = None,
-                  db_name: str = "heliograph.db") -> Gateway:
+                  db_name: str = "heliograph.db", reuse_key: str | None = None) -> Gateway:
     port = free_port()
     db_path = tmp_path / db_name
     db_url = f"sqlite:///{db_path}"
@@ -78,9 +78,11 @@ def start_gateway(tmp_path: Path, upstream_url: str, *, extra_env: dict[str, str
     env |= {"HELIOGRAPH_DB_URL": db_url, "HELIOGRAPH_RECORDER_FLUSH_MS": "20",
             "HELIOGRAPH_UPSTREAM_READ_TIMEOUT": "5", "HELIOGRAPH_LOG_LEVEL": "warning"}
     env |= extra_env or {}
-    created = run_cli("keys", "create", "--name", "tests", env=env)
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.strip().splitlines()[-1]
+    key = reuse_key
+    if key is None:
+        created = run_cli("keys", "create", "--name", "tests", env=env)
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.strip().splitlines()[-1]
     log_path = tmp_path / f"serve-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -116,3 +118,44 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def fresh_fake(fake: FakeUpstream) -> FakeUpstream:
     fake.clear()
     return fake
+
+
+# -- PostgreSQL (DESIGN §5): a fresh schema per use, so runs never see each other's rows ----------
+
+def postgres_base_url() -> str:
+    """HELIOGRAPH_TEST_POSTGRES_URL; skips the test when unset, fails it when CI is set."""
+    url = os.environ.get("HELIOGRAPH_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but HELIOGRAPH_TEST_POSTGRES_URL is not: the PostgreSQL store must be tested in CI")
+        pytest.skip("HELIOGRAPH_TEST_POSTGRES_URL not set (e.g. postgresql://postgres@127.0.0.1:5432/test): "
+                    "PostgreSQL store not tested")
+    return url
+
+
+def with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[Callable[[], str]]:
+    """Factory: each call creates an empty schema and returns a database URL whose search_path is
+    that schema; every schema made is dropped after the test."""
+    import uuid
+
+    import psycopg
+    base = postgres_base_url()
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"hg_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        made.append(schema)
+        return with_search_path(base, schema)
+
+    yield make
+    if made:
+        with psycopg.connect(base, autocommit=True) as conn:
+            for schema in made:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

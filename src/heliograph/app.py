@@ -26,6 +26,7 @@ from .proxy.relay import Receive, Scope, Send
 from .recording.journal import Journal
 from .recording.recorder import Recorder
 from .settings import Settings
+from .state import open_state
 from .storage import Store, open_store
 
 log = logging.getLogger("heliograph")
@@ -51,7 +52,8 @@ class Heliograph:
             overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size, flush_ms=settings.recorder_flush_ms,
             drain_timeout=settings.drain_timeout)
-        self.proxy = Proxy(settings, self.keys, self.recorder.submit, ProxyMetrics(self.registry))
+        self.state = open_state(settings.redis_url or None, key_prefix=settings.redis_key_prefix)
+        self.proxy = Proxy(settings, self.keys, self.recorder.submit, ProxyMetrics(self.registry), self.state)
         Gauge("heliograph_recorder_queue_depth", "Records waiting to be written.",
               registry=self.registry).set_function(lambda: self.recorder.queue_depth)
         Gauge("heliograph_journal_bytes", "Size of the disk journal of records waiting for the store.",
@@ -79,6 +81,7 @@ class Heliograph:
 
     async def startup(self) -> None:
         await asyncio.to_thread(self.store.migrate)
+        await self.state.check()
         await self.keys.reload()
         await self.proxy.start()
         self.recorder.start()
@@ -89,6 +92,7 @@ class Heliograph:
             task.cancel()
         await self.proxy.close()
         await asyncio.to_thread(self.recorder.close)
+        await self.state.close()
         self.store.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -119,9 +123,13 @@ class Heliograph:
             await asyncio.to_thread(self.store.ping)
         except Exception as exc:
             problems["store"] = str(exc)
+        try:
+            await self.state.check()
+        except Exception as exc:
+            problems["state"] = str(exc)
         if self.recorder.journal.size_bytes():
             problems["journal"] = "records are waiting for the store"
-        status = 503 if "store" in problems else 200
+        status = 503 if "store" in problems or "state" in problems else 200
         return JSONResponse({"status": "ready" if status == 200 else "unavailable", **problems}, status_code=status)
 
     async def metrics(self, request: Request) -> Response:

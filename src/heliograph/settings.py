@@ -56,6 +56,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_url", str, "sqlite:///.heliograph/heliograph.db",
             "Where records are stored: sqlite:///relative.db, sqlite:////abs.db or postgresql://user@host:port/db."),
     Setting("redis_url", str, "", "Redis for shared cache and rate-limit state; empty means in-process state."),
+    Setting("redis_key_prefix", str, "heliograph:", "Prefix of every Redis key, so deployments can share a Redis."),
     Setting("workers", int, 1, "Worker processes; more than one needs Redis."),
     Setting("allow_unauthenticated", _bool, False,
             "Proxy requests without Helicone-Auth (only allowed when bound to a loopback address)."),
@@ -69,6 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorder_flush_ms", int, 200, "Longest time a record waits in memory before it is written."),
     Setting("drain_timeout", float, 30.0, "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal."),
     Setting("gateway_allow", _origins, (), "Extra origins Helicone-Target-URL may name (comma-separated)."),
+    Setting("semantic_cache_model", str, "text-embedding-3-small",
+            "Embeddings model (OpenAI provider) for Helicone-Cache-Semantic requests."),
     Setting("log_level", str, "info", "Log level of the server."),
 )
 
@@ -82,6 +85,7 @@ class Settings:
     port: int = 8787
     db_url: str = "sqlite:///.heliograph/heliograph.db"
     redis_url: str = ""
+    redis_key_prefix: str = "heliograph:"
     workers: int = 1
     allow_unauthenticated: bool = False
     journal_dir: str = ""
@@ -92,6 +96,7 @@ class Settings:
     recorder_flush_ms: int = 200
     drain_timeout: float = 30.0
     gateway_allow: tuple[str, ...] = ()
+    semantic_cache_model: str = "text-embedding-3-small"
     log_level: str = "info"
     upstreams: Mapping[str, str] = field(default_factory=dict)
     provider_keys: Mapping[str, str] = field(default_factory=dict)

@@ -6,17 +6,20 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
 from ..errors import BadRequest, GatewayError, NotFound, UpstreamTimeout
+from ..pricing import parse_overrides
 from ..recording.record import RawRecord
 from ..settings import Settings
+from ..state import State
+from . import caching, limiting, routes
 from . import forward as forward_
-from . import routes
 from .auth import KEY_PREFIX, KeyCache
 from .metrics import ProxyMetrics
 from .relay import Receive, Scope, Send, relay
@@ -42,7 +45,7 @@ class Route:
 
 class Proxy:
     def __init__(self, settings: Settings, keys: KeyCache, submit: Callable[[RawRecord], None],
-                 metrics: ProxyMetrics) -> None:
+                 metrics: ProxyMetrics, state: State) -> None:
         self.providers = routes.with_overrides(dict(settings.upstreams))
         self.provider_keys = dict(settings.provider_keys)
         self.gateway_allow = frozenset(settings.gateway_allow)
@@ -53,6 +56,12 @@ class Proxy:
         self.timeout = aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout,
                                              sock_read=settings.upstream_read_timeout)
         self.session: aiohttp.ClientSession | None = None
+        self.state = state
+        self.overrides = parse_overrides(settings.prices)
+        openai = self.providers["openai"]
+        self.embedder = caching.Embedder(openai.origin, settings.semantic_cache_model,
+                                         self.provider_keys.get("openai"))
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -62,6 +71,8 @@ class Proxy:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
 
     async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         if self.session is not None:
             await self.session.close()
 
@@ -70,6 +81,7 @@ class Proxy:
         created_at = time.time()
         family = _family_hint(scope["path"])
         request_id = ""
+        cache_plan: caching.CachePlan | None = None
         try:
             forward, helicone, path = _split_headers(scope["headers"], scope["path"])
             family = _family_hint(path)
@@ -87,6 +99,10 @@ class Proxy:
             body = await _read_body(receive)
             upstream_url = route.upstream_url if route else path + query
             body, strip_usage = _inject_stream_usage(upstream_url, body, helicone)
+            if caching.wants_cache(helicone):
+                incoming = {**_header_map(scope["headers"]), **helicone}
+                url = _incoming_url(scope, incoming, path + query)
+                cache_plan = caching.plan(incoming, url, body)
             targets = self._targets(route, path, query, forward, body, helicone, not strip_usage)
         except GatewayError as exc:
             await _send_error(send, exc, family, request_id)
@@ -99,12 +115,52 @@ class Proxy:
             id=request_id, created_at=created_at, provider=first.provider.name, family=first.provider.family,
             method=scope["method"], path=path + query, target_url=first.url, key_id=key_id,
             helicone=helicone, request_body=body)
+        extra: list[tuple[bytes, bytes]] = []
+        limit_plan: limiting.LimitPlan | None = None
+        upstream_headers: list[tuple[bytes, bytes]] | None = None
         try:
-            await self._forward(scope, receive, send, targets, retry, record, started, strip_usage, family)
+            if cache_plan is not None and cache_plan.settings.read:
+                hit = await caching.find(self.state.cache, cache_plan, self._embedder_for(incoming, first),
+                                         url, body, incoming)
+                if hit is not None:
+                    await caching.replay(send, hit, record, strip_usage, started)
+                    return
+                extra += [(b"helicone-cache", b"MISS"), (b"helicone-cache-hit", b"false")]
+            if "helicone-ratelimit-policy" in helicone:
+                try:
+                    limit_plan = await limiting.check(self.state.limiter, helicone, body, extra)
+                except limiting.RateLimited as exc:
+                    record.status, record.error, record.response_body = exc.status, "rate_limited", exc.body(family)
+                    await _send_error(send, exc, family, record.id,
+                                      extra=[*extra, (b"x-helicone-error", b"rate_limited")])
+                    return
+            upstream_headers = await self._forward(scope, receive, send, targets, retry, record, started,
+                                                   strip_usage, family, extra)
         finally:
             record.latency_ms = (time.perf_counter() - started) * 1000
             self.submit(record)
             self.metrics.observe(record)
+            if cache_plan is not None and upstream_headers is not None:
+                self._background(caching.save(self.state.cache, cache_plan, record, upstream_headers))
+            if limit_plan is not None:
+                self._background(limiting.charge_cost(self.state.limiter, limit_plan, record, self.overrides))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _embedder_for(self, incoming: dict[str, str],
+                      target: forward_.Target) -> Callable[[str], Awaitable[list[float]]] | None:
+        embedder, session = self.embedder, self.session
+        if session is None:
+            return None
+        # The client's own OpenAI key may pay for the embedding; any other provider's may not.
+        credential = incoming.get("authorization") if target.provider.name == "openai" else None
+
+        async def embed(text: str) -> list[float]:
+            return await embedder.embed(session, text, credential)
+        return embed
 
     def _targets(self, route: Route | None, path: str, query: str, forward: list[tuple[bytes, bytes]],
                  body: bytes, helicone: dict[str, str], client_usage: bool) -> list[forward_.Target]:
@@ -119,7 +175,7 @@ class Proxy:
             targets += forward_.seed_fallbacks(helicone["helicone-fallback"], targets[0], self.providers,
                                                self.provider_keys, client_usage)
         elif "helicone-fallbacks" in helicone:
-            rest = path.removeprefix("/gateway") if path.startswith("/gateway/") else path.split("/", 2)[-1]
+            rest = path.removeprefix("/gateway") if path.startswith("/gateway/") else "/" + path.split("/", 2)[-1]
             fallbacks = forward_.helicone_fallbacks(helicone["helicone-fallbacks"], rest + query,
                                                     self.gateway_allow, self.providers)
             forward_.apply_body(fallbacks, body)
@@ -171,7 +227,9 @@ class Proxy:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, targets: list[forward_.Target],
                        retry: forward_.RetryPolicy | None, record: RawRecord, started: float,
-                       strip_usage: bool, client_family: str) -> None:
+                       strip_usage: bool, client_family: str,
+                       extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
+        """Call upstream and relay; the upstream's headers when the answer may be cached."""
         assert self.session is not None
         sent_at = time.perf_counter()
         if len(targets) == 1 and retry is None:
@@ -184,20 +242,33 @@ class Proxy:
         record.attempts = outcome.attempts
         if outcome.response is None:
             assert outcome.error is not None
-            await self._fail(send, record, outcome.error, client_family)
-            return
+            await self._fail(send, record, outcome.error, client_family, extra)
+            return None
         answered_at = time.perf_counter()
         record.upstream_ms = (answered_at - sent_at) * 1000
         overhead_ms = (sent_at - started) * 1000
         await relay(outcome.response, receive, send, record, overhead_ms, answered_at, started,
-                    strip_usage and target.translate is None, target)
+                    strip_usage and target.translate is None, target, extra)
+        # An answer in another API family than the client's cannot be replayed to it.
+        return list(outcome.response.raw_headers) if target.translate is None else None
 
-    async def _fail(self, send: Send, record: RawRecord, exc: GatewayError, client_family: str) -> None:
+    async def _fail(self, send: Send, record: RawRecord, exc: GatewayError, client_family: str,
+                    extra: list[tuple[bytes, bytes]]) -> None:
         record.status = exc.status
         record.error = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unavailable"
         record.response_body = exc.body(client_family)
         record.gateway_overhead_ms = 0.0
-        await _send_error(send, exc, client_family, record.id, record.fallback_index)
+        fallback = [(b"helicone-fallback-index", str(record.fallback_index).encode())] \
+            if record.fallback_index is not None else []
+        await _send_error(send, exc, client_family, record.id, extra=[*extra, *fallback])
+
+
+def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+
+
+def _incoming_url(scope: Scope, headers: dict[str, str], path_and_query: str) -> str:
+    return f"{scope.get('scheme', 'http')}://{headers.get('host', '')}{path_and_query}"
 
 
 def _family_hint(path: str) -> str:
@@ -261,12 +332,11 @@ def _inject_stream_usage(url: str, body: bytes, helicone: dict[str, str]) -> tup
 
 
 async def _send_error(send: Send, exc: GatewayError, family: str, request_id: str,
-                      fallback_index: int | None = None) -> None:
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = exc.body(family)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if request_id:
         headers.append((b"helicone-id", request_id.encode()))
-    if fallback_index is not None:
-        headers.append((b"helicone-fallback-index", str(fallback_index).encode()))
+    headers += extra or []
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

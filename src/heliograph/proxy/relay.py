@@ -36,9 +36,10 @@ SMALL_BODY = 1 << 20
 
 
 def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhead_ms: float,
-                     streaming: bool, rewritten: bool) -> list[tuple[bytes, bytes]]:
+                     streaming: bool, rewritten: bool, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     dropped = REWRITTEN_DROPPED if rewritten else DROPPED_RESPONSE_HEADERS
     headers = [(name, value) for name, value in upstream.raw_headers if name.lower() not in dropped]
+    headers += extra
     if record.fallback_index is not None:
         headers.append((b"helicone-fallback-index", str(record.fallback_index).encode()))
     headers.append((b"helicone-id", record.id.encode()))
@@ -51,7 +52,7 @@ def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhe
 
 async def relay(upstream: aiohttp.ClientResponse, receive: Receive, send: Send, record: RawRecord,
                 overhead_ms: float, answered_at: float, started: float, strip_usage: bool,
-                target: Target) -> None:
+                target: Target, extra: list[tuple[bytes, bytes]]) -> None:
     content_type = upstream.headers.get("content-type", "")
     streaming = content_type.startswith("text/event-stream")
     strip_usage = strip_usage and streaming
@@ -62,13 +63,14 @@ async def relay(upstream: aiohttp.ClientResponse, receive: Receive, send: Send, 
     try:
         overhead_ms += (time.perf_counter() - answered_at) * 1000
         record.gateway_overhead_ms = overhead_ms
-        headers = response_headers(upstream, record, overhead_ms, streaming, strip_usage or translator is not None)
+        headers = response_headers(upstream, record, overhead_ms, streaming, strip_usage or translator is not None,
+                                   extra)
         if translator is not None and not streaming:
             record.response_body = await upstream.read()
-            body = translator.whole(record.response_body)
+            status, body = translator.whole(record.response_body)
             headers = [h for h in headers if h[0].lower() != b"content-type"]
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
@@ -121,7 +123,7 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
                 record.ttft_ms = (time.perf_counter() - started) * 1000
             parts.append(chunk)
             if strip_usage:
-                chunk, pending = _without_usage_chunk(pending + chunk)
+                chunk, pending = without_usage_chunk(pending + chunk)
             elif translator is not None:
                 chunk = translator.feed(chunk)
             if not chunk:
@@ -151,7 +153,7 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
         record.response_body = b"".join(parts)
 
 
-def _without_usage_chunk(data: bytes) -> tuple[bytes, bytes]:
+def without_usage_chunk(data: bytes) -> tuple[bytes, bytes]:
     """Complete SSE events minus the usage-only one, and the incomplete rest to hold back."""
     end = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
     if end < 0:

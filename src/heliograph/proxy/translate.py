@@ -2,8 +2,10 @@
 
 A `Helicone-Fallback` alternative on the other family means sending the client's request in the
 other API's shape and turning the answer back into exactly what the client's SDK parses. All of
-this is pure (dicts and bytes in, dicts and bytes out); streams are translated event by event in
-:mod:`heliograph.proxy.translate_stream`, which shares the usage and stop-reason tables below.
+this is pure (dicts and bytes in, dicts and bytes out). This module is the public surface: it
+holds the request and whole-answer translations and re-exports :mod:`.translate_stream`, which
+translates streams event by event and holds what all answers share (stop reasons, usage, ids,
+error bodies).
 
 What maps, both ways::
 
@@ -26,12 +28,12 @@ What maps, both ways::
 
 Refused with :class:`TranslationError` (the gateway answers 400 naming the feature): whatever would
 change what the model is asked or what the client gets back without anyone noticing. That is
-`n` > 1, audio in or out, logprobs, json_object mode, penalties and logit_bias, legacy
-`functions`, web search, moderation, custom and server tools, top_k, temperature above 1,
+`n` > 1, audio in or out, logprobs, json_object mode, penalties and logit_bias, `verbosity`,
+legacy `functions`, web search, moderation, custom and server tools, top_k, temperature above 1,
 `inference_geo`, document and image sources other than inline data or URLs, a system message in
 mid-conversation, a conversation ending on an assistant turn (Anthropic would continue it as a
 prefill; OpenAI answers it with a new turn), and every parameter not named in this docstring.
-Reasoning controls (`reasoning_effort`, `verbosity`, `thinking`, `output_config.effort`) are
+Reasoning controls (`reasoning_effort`, `thinking`, `output_config.effort`) are
 refused too rather than dropped: the two families budget reasoning differently, a model on one
 side may not support the other's setting at all, and Anthropic's thinking blocks carry signatures
 no OpenAI answer can supply — a silent downgrade would make the fallback answer a different
@@ -134,7 +136,7 @@ _OPENAI_ONLY_IF: dict[str, tuple[Callable[[Any], bool], str]] = {
     "presence_penalty": (lambda v: v == 0, f"presence_penalty {_NO_ANTHROPIC}"),
     "logit_bias": (lambda v: not v, f"logit_bias {_NO_ANTHROPIC}"),
     "reasoning_effort": (lambda v: v == "none", f"reasoning_effort: {_REASONING}"),
-    "verbosity": (lambda v: v == "medium", f"verbosity: {_REASONING}"),
+    "verbosity": (lambda v: v == "medium", f"verbosity {_NO_ANTHROPIC}"),
     "functions": (lambda v: False, "legacy functions: send them as tools"),
     "function_call": (lambda v: False, "legacy function_call: use tool_choice"),
     "web_search_options": (lambda v: False, f"web_search_options {_NO_ANTHROPIC}"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..errors import UpstreamUnavailable
 from . import translate
 from .forward import Target
 
@@ -26,13 +27,19 @@ class Translation:
             else:
                 self.stream = translate.OpenAIToAnthropicStream(self.model, False)
 
-    def whole(self, body: bytes) -> bytes:
+    def whole(self, body: bytes) -> tuple[int, bytes]:
+        """Status and body for the client; an answer that cannot be translated is a 502."""
         to_openai = self.client_family == "openai"
         if self.status >= 400:
-            return translate.anthropic_error_to_openai(body) if to_openai else translate.openai_error_to_anthropic(body)
-        if to_openai:
-            return translate.anthropic_to_openai_response(body, self.model)
-        return translate.openai_to_anthropic_response(body, self.model)
+            convert = translate.anthropic_error_to_openai if to_openai else translate.openai_error_to_anthropic
+            return self.status, convert(body, status=self.status)
+        try:
+            if to_openai:
+                return self.status, translate.anthropic_to_openai_response(body, self.model)
+            return self.status, translate.openai_to_anthropic_response(body, self.model)
+        except translate.TranslationError as exc:
+            error = UpstreamUnavailable(f"The fallback's answer could not be translated: {exc}")
+            return error.status, error.body(self.client_family)
 
     def feed(self, data: bytes) -> bytes:
         return self.stream.feed(data) if self.stream else data

@@ -123,9 +123,9 @@ _ANTHROPIC_ERROR_BY_STATUS = {
     504: "timeout_error", 529: "overloaded_error",
 }
 _ANTHROPIC_ERROR_BY_CODE = {  # OpenAI error code or type → Anthropic type, when no status says
-    "invalid_request_error": "invalid_request_error", "invalid_api_key": "authentication_error", "rate_limit_exceeded": "rate_limit_error",
-    "insufficient_quota": "billing_error", "requests": "rate_limit_error", "tokens": "rate_limit_error",
-    "server_error": "api_error",
+    "invalid_request_error": "invalid_request_error", "invalid_api_key": "authentication_error",
+    "rate_limit_exceeded": "rate_limit_error", "requests": "rate_limit_error", "tokens": "rate_limit_error",
+    "insufficient_quota": "billing_error", "server_error": "api_error",
 }
 
 
@@ -182,14 +182,16 @@ def tool_use_id(value: Any) -> str:
 
 
 class _Events:
-    """Whole SSE events out of bytes cut anywhere: (event name, parsed JSON data) pairs."""
+    """The JSON payloads of whole SSE events out of bytes cut anywhere; None stands for [DONE].
+
+    Anthropic's payloads repeat the event name as "type", so the name itself isn't needed."""
 
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, data: bytes) -> list[tuple[str, Any]]:
+    def feed(self, data: bytes) -> list[Any]:
         buffer = self._pending + data
         end = max(buffer.rfind(b) + len(b) if b in buffer else -1 for b in _BOUNDARIES)
         if end < 0:
@@ -198,24 +200,24 @@ class _Events:
         self._pending = buffer[end:]
         return _parse(buffer[:end])
 
-    def rest(self) -> list[tuple[str, Any]]:
+    def rest(self) -> list[Any]:
         """A last event the upstream didn't end with a blank line."""
         rest, self._pending = self._pending, b""
         return _parse(rest + b"\n\n") if rest.strip() else []
 
 
-def _parse(complete: bytes) -> list[tuple[str, Any]]:
+def _parse(complete: bytes) -> list[Any]:
     try:
         complete.decode()
     except UnicodeDecodeError:  # sseclient decodes strictly; don't let bad bytes end the stream
         complete = complete.decode(errors="replace").encode()
-    out: list[tuple[str, Any]] = []
+    out: list[Any] = []
     for event in SSEClient(iter((complete,))).events():
         if event.data == "[DONE]":
-            out.append((event.event, None))
+            out.append(None)
             continue
         try:
-            out.append((event.event, orjson.loads(event.data)))
+            out.append(orjson.loads(event.data))
         except orjson.JSONDecodeError:
             continue  # a provider's comment or garbage: nothing a client could use either
     return out
@@ -241,13 +243,13 @@ class AnthropicToOpenAIStream:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
-        for _, payload in self._events.feed(data):
+        for payload in self._events.feed(data):
             self._translate(_dict(payload), out)
         return b"".join(out)
 
     def close(self) -> bytes:
         out: list[bytes] = []
-        for _, payload in self._events.rest():
+        for payload in self._events.rest():
             self._translate(_dict(payload), out)
         self._end(out)
         return b"".join(out)
@@ -347,13 +349,13 @@ class OpenAIToAnthropicStream:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
-        for _, payload in self._events.feed(data):
+        for payload in self._events.feed(data):
             self._translate(payload, out)
         return b"".join(out)
 
     def close(self) -> bytes:
         out: list[bytes] = []
-        for _, payload in self._events.rest():
+        for payload in self._events.rest():
             self._translate(payload, out)
         self._end(out)
         return b"".join(out)
