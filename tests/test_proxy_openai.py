@@ -107,7 +107,8 @@ def test_stream_usage_is_recorded_but_the_client_sees_what_it_would_see_directly
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == \
         "".join(c.choices[0].delta.content or "" for c in direct_chunks)
     # The gateway asked upstream for usage.
-    assert fresh_fake.requests[0].json["stream_options"] == {"include_usage": True}
+    streamed = [r for r in fresh_fake.requests if r.json and r.json.get("stream")]
+    assert streamed[0].json["stream_options"] == {"include_usage": True}
 
     with_usage = direct(fresh_fake).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True})

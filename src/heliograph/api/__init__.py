@@ -1,23 +1,40 @@
 """The management API under /api: thin handlers — parse, query, serialise.
 
-Every answer is `{"data": …, "error": null}` or `{"data": null, "error": "<message>"}`.
+Every answer is `{"data": …, "error": null}` or `{"data": null, "error": "<message>"}`: bad
+input is a 4xx naming what is wrong, an unreachable store a 503, never a stack trace. The routes
+are a Starlette app of their own, mounted at /api, so its 404 and 405 use the envelope too; every
+route must appear in the OpenAPI document (`openapi.py`; a test checks).
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AuthError
 from ..proxy.auth import KeyCache
-from ..storage import Store
-from .records import render_request
+from ..storage import FilterError, Store, StoreUnavailable
+
+log = logging.getLogger("heliograph.api")
+
+PREFIX = "/api"
+
+
+class ApiError(Exception):
+    """Bad input or a missing thing, answered in the envelope with its status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 def envelope(data: Any = None, error: str | None = None, status: int = 200) -> Response:
@@ -40,14 +57,65 @@ def authenticated(keys: KeyCache, handler: Handler) -> Handler:
     return wrapper
 
 
-def api_routes(store: Store, keys: KeyCache) -> list[Route]:
-    async def get_request(request: Request) -> Response:
-        request_id = request.path_params["request_id"]
-        row = await asyncio.to_thread(store.get_request, request_id)
-        if row is None:
-            return envelope(error=f"No request with id {request_id!r}.", status=404)
-        return envelope(render_request(row))
+async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    body = await request.body()
+    if not body.strip() and empty_ok:
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ApiError("The request body must be a JSON object.")
+    return data
 
-    return [
-        Route("/api/v1/request/{request_id}", authenticated(keys, get_request), methods=["GET"]),
-    ]
+
+# -- errors, mapped once for every route --------------------------------------------------------
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return envelope(error=exc.message, status=exc.status)
+
+
+async def _filter_error(request: Request, exc: Exception) -> Response:
+    return envelope(error=f"Bad filter: {exc}", status=400)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("store unavailable for %s: %s", request.url.path, exc)
+    return envelope(error="The store is unavailable right now; try again shortly.", status=503)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"No API route {request.url.path}; see /api/openapi.json.",
+               405: f"Method {request.method} is not allowed on {request.url.path}."}
+    return envelope(error=message.get(exc.status_code, str(exc.detail)), status=exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope(error="Internal error; the gateway log has the details.", status=500)
+
+
+def api_app(store: Store, keys: KeyCache) -> Starlette:
+    from .openapi import openapi_route
+    from .requests import request_routes
+
+    routes: list[BaseRoute] = [*request_routes(store, keys), openapi_route()]
+    return Starlette(routes=routes, exception_handlers={
+        ApiError: _api_error, FilterError: _filter_error, StoreUnavailable: _unavailable,
+        HTTPException: _http_error, Exception: _internal_error})
+
+
+def api_routes(store: Store, keys: KeyCache) -> list[BaseRoute]:
+    return [Mount(PREFIX, app=api_app(store, keys))]
+
+
+def mounted_routes(app: Starlette) -> list[tuple[str, set[str]]]:
+    """(path, methods) of every route of the API app, with the /api prefix, HEAD left out."""
+    found = []
+    for route in app.routes:
+        if isinstance(route, Route):
+            found.append((PREFIX + route.path, set(route.methods or ()) - {"HEAD"}))
+    return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,7 +12,7 @@ import orjson
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _body(blob: bytes | None) -> Any:
@@ -26,6 +26,7 @@ def _body(blob: bytes | None) -> Any:
 
 
 def render_request(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` as the store returns it: a `requests` row, bodies if fetched, and `scores`."""
     properties = orjson.loads(row["properties"])
     return {
         "request_id": row["id"],
@@ -56,7 +57,7 @@ def render_request(row: dict[str, Any]) -> dict[str, Any]:
         "pricing_status": row["pricing_status"],
         "prompt_id": row["prompt_id"],
         "prompt_version": row["prompt_version"],
-        "scores": {},
+        "scores": row.get("scores") or {},
         "cache_enabled": bool(row["cache_enabled"]),
         "cache_reference_id": row["cache_reference_id"],
         "request_name": row["request_name"],

@@ -7,8 +7,8 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -40,7 +40,6 @@ USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
 class Route:
     provider: routes.Provider
     upstream_url: str
-    path: str
 
 
 class Proxy:
@@ -211,7 +210,7 @@ class Proxy:
                 raise NotFound(f"No provider at /{prefix}. Use /openai/v1, /anthropic/v1, /azure, "
                                f"/gateway or one of: {', '.join(sorted(self.providers))}.")
             provider = known
-        return Route(provider, provider.origin + rest + query_string, path + query_string)
+        return Route(provider, provider.origin + rest + query_string)
 
     def _add_provider_key(self, provider: routes.Provider, forward: list[tuple[bytes, bytes]]) -> None:
         """A gateway-held provider key, used only when the request carries no credential."""

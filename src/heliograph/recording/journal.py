@@ -56,7 +56,7 @@ class Journal:
                 records = [RawRecord.from_json(line) for line in fh if line.strip()]
             for start in range(0, len(records), batch_size):
                 write(records[start:start + batch_size])
-            segment.unlink()
+            segment.unlink(missing_ok=True)  # another process may have replayed it too
             replayed += len(records)
         return replayed
 

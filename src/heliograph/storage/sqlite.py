@@ -5,25 +5,45 @@ Every thread gets its own connection; nothing here runs on the event loop.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..settings import sqlite_path
-from .schema import MIGRATIONS, REQUEST_COLUMNS
+from .filters import SQLITE, Node, property_equalities
+from .schema import MIGRATIONS, migration_sql
+from .sqlstore import Executor, SQLStore, now_ms
 
 WRITE_BUSY_TIMEOUT_MS = 500   # past this the recorder journals instead of waiting for a lock
 READ_BUSY_TIMEOUT_MS = 5000
-
-_INSERT_REQUEST = (f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})")
-_INSERT_BODY = "INSERT OR IGNORE INTO request_bodies (id, request, response) VALUES (?, ?, ?)"
+WAL_SWITCH_ATTEMPTS = 100
 
 
-class SQLiteStore:
-    dialect = "sqlite"
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row)}
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    # WAL is a property of the file, set once. Switching it takes an exclusive lock and SQLite does
+    # not wait for that one: processes opening a new database together retry briefly.
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()["journal_mode"] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02)
+
+
+class SQLiteStore(SQLStore):
+    dialect = SQLITE
+    unavailable_errors = (sqlite3.OperationalError,)
 
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
@@ -34,8 +54,8 @@ class SQLiteStore:
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn.row_factory = _dict_row
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
@@ -47,12 +67,41 @@ class SQLiteStore:
             conn.close()
             self._local.conn = None
 
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._unavailable_as_store_error():
+            rows: list[dict[str, Any]] = self.connection().execute(sql, params).fetchall()
+            return rows
+
+    @contextmanager
+    def _transaction(self, *, ingest: bool = False) -> Iterator[Executor]:
+        with self._unavailable_as_store_error():
+            conn = self.connection(WRITE_BUSY_TIMEOUT_MS if ingest else READ_BUSY_TIMEOUT_MS)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def sparse_properties(self, node: Node) -> frozenset[tuple[str, str]]:
+        # SQLite keeps no per-value statistics, so it cannot tell a value found in three rows from
+        # one found in half the table. A bounded count on the (key, value) index tells it: below
+        # about 10·√rows matches, reading those rows beats walking the newest rows until enough match.
+        pairs = property_equalities(node)
+        if not pairs:
+            return frozenset()
+        threshold = max(1000, 10 * math.isqrt(self._rows("SELECT max(rowid) AS n FROM requests")[0]["n"] or 0))
+        probe = "SELECT count(*) AS n FROM (SELECT 1 FROM request_properties WHERE key = ? AND value = ? LIMIT ?) t"
+        return frozenset(pair for pair in pairs if self._rows(probe, (*pair, threshold))[0]["n"] < threshold)
+
     def migrate(self) -> list[str]:
         conn = self.connection()
         conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+        done = {row["name"] for row in conn.execute("SELECT name FROM migrations")}
         applied = []
-        for name, sql in MIGRATIONS:
+        for name, step in MIGRATIONS:
             if name in done:
                 continue
             conn.execute("BEGIN IMMEDIATE")
@@ -60,66 +109,12 @@ class SQLiteStore:
                 if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
                     conn.execute("ROLLBACK")  # another process got there first
                     continue
-                for statement in sql.split(";"):
+                for statement in migration_sql(step, "sqlite"):
                     conn.execute(statement)
-                conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, int(time.time() * 1000)))
+                conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, now_ms()))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             applied.append(name)
         return applied
-
-    # -- writing (recorder thread) -------------------------------------------------------------
-
-    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        conn = self.connection(WRITE_BUSY_TIMEOUT_MS)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(_INSERT_REQUEST, [tuple(row[c] for c in REQUEST_COLUMNS) for row in rows])
-            conn.executemany(_INSERT_BODY, [(row["id"], row["request_body"], row["response_body"]) for row in rows])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    # -- keys ------------------------------------------------------------------------------------
-
-    def create_key(self, key_id: str, name: str, key_hash: str, prefix: str) -> None:
-        self.connection().execute(
-            "INSERT INTO keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key_id, name, key_hash, prefix, int(time.time() * 1000)))
-
-    def list_keys(self) -> list[dict[str, Any]]:
-        rows = self.connection().execute(
-            "SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY created_at")
-        return [dict(row) for row in rows]
-
-    def revoke_key(self, id_or_name: str) -> int:
-        cur = self.connection().execute(
-            "UPDATE keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
-            (int(time.time() * 1000), id_or_name, id_or_name))
-        return cur.rowcount
-
-    def active_keys(self) -> dict[str, str]:
-        rows = self.connection().execute("SELECT key_hash, id FROM keys WHERE revoked_at IS NULL")
-        return {row[0]: row[1] for row in rows}
-
-    # -- reading ----------------------------------------------------------------------------------
-
-    def get_request(self, request_id: str) -> dict[str, Any] | None:
-        row = self.connection().execute(
-            "SELECT r.*, b.request AS request_body, b.response AS response_body "
-            "FROM requests r LEFT JOIN request_bodies b ON b.id = r.id WHERE r.id = ?", (request_id,)).fetchone()
-        return dict(row) if row else None
-
-    def count_requests(self) -> int:
-        return int(self.connection().execute("SELECT count(*) FROM requests").fetchone()[0])
-
-    def request_ids(self) -> Iterable[str]:
-        return [row[0] for row in self.connection().execute("SELECT id FROM requests")]
-
-    def ping(self) -> None:
-        self.connection().execute("SELECT 1").fetchone()
-

@@ -1,0 +1,186 @@
+"""The OpenAPI 3.1 document served at /api/openapi.json, written as data.
+
+Filter columns are listed from the filter compiler's own tables, so the document cannot drift
+from what the query endpoint accepts. Add every new /api route to PATHS: a test checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..storage.filters import OPERATORS, PROPERTIES_TABLE, SORT_COLUMNS, TABLES, Kind
+from ..storage.queries import DEFAULT_LIMIT, MAX_LIMIT
+
+JSON = "application/json"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(schema: dict[str, Any], description: str, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": {JSON: {"schema": {
+        "type": "object", "required": ["data", "error"],
+        "properties": {"data": schema, "error": {"type": "null"}}}}}}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    text = {"400": "Bad input; `error` names the bad part.", "401": "Missing or unknown key.",
+            "404": "No such request (after waiting briefly for the recorder).",
+            "503": "The store is unavailable."}
+    return {s: {"description": text[s], "content": {JSON: {"schema": ref("Error")}}} for s in statuses}
+
+
+def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": schema, "example": example}}}
+
+
+REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "The request's id (its Helicone-Id response header)."}
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+CREATED = _ok({"type": "null"}, "Stored.", "201")
+
+_OPERATOR_SCHEMA = {"text": "TextOperators", "property": "TextOperators", "number": "NumberOperators",
+                    "score": "NumberOperators", "timestamp": "TimestampOperators",
+                    "boolean": "BooleanOperators", "feedback": "BooleanOperators"}
+_OPERATOR_VALUE = {"TextOperators": {"type": "string"}, "NumberOperators": {"type": "number"},
+                   "TimestampOperators": {"type": "string", "format": "date-time"},
+                   "BooleanOperators": {"type": "boolean"}}
+_KIND_FOR_SCHEMA: dict[str, Kind] = {"TextOperators": "text", "NumberOperators": "number",
+                    "TimestampOperators": "timestamp", "BooleanOperators": "boolean"}
+
+
+def _table_schema(table: str) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for name, column in TABLES[table].items():
+        if column.kind in ("property", "score"):
+            columns[name] = {"type": "object", "description": f"{column.kind} name → operators",
+                             "additionalProperties": ref(_OPERATOR_SCHEMA[column.kind])}
+        else:
+            columns[name] = ref(_OPERATOR_SCHEMA[column.kind])
+    return {"type": "object", "properties": columns, "additionalProperties": False}
+
+
+def _operators(schema: str) -> dict[str, Any]:
+    value = _OPERATOR_VALUE[schema]
+    ops = OPERATORS[_KIND_FOR_SCHEMA[schema]]
+    return {"type": "object", "minProperties": 1, "additionalProperties": False,
+            "properties": {op: value for op in ops}}
+
+
+_RECORD_FIELDS: dict[str, Any] = {
+    **{name: {"type": ["string", "null"]} for name in (
+        "request_id", "request_path", "target_url", "request_method", "request_user_id", "request_model",
+        "response_model", "model", "provider", "pricing_status", "prompt_id", "cache_reference_id",
+        "request_name", "session_id", "session_path", "session_name", "error", "key_id")},
+    **{name: {"type": ["string", "null"], "format": "date-time"}
+       for name in ("request_created_at", "response_created_at")},
+    **{name: {"type": ["integer", "null"]} for name in (
+        "response_status", "prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_read_tokens",
+        "prompt_cache_write_tokens", "reasoning_tokens", "prompt_version", "fallback_index")},
+    **{name: {"type": ["number", "null"]} for name in (
+        "delay_ms", "time_to_first_token", "gateway_overhead_ms")},
+    "cost": {"type": ["number", "null"], "description": "USD; null when the model has no known price"},
+    **{name: {"type": "boolean"} for name in ("cache_enabled", "streamed", "partial")},
+    **{name: {"type": "object", "additionalProperties": {"type": "string"}}
+       for name in ("properties", "request_properties")},
+    "scores": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "attempts": {"type": "array", "items": {"type": "object"}},
+    "request_body": {"description": "the request as sent (JSON, or text); absent when includeInputs is false"},
+    "response_body": {"description": "the response as received; absent when includeInputs is false"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["data", "error"],
+              "properties": {"data": {"type": "null"}, "error": {"type": "string"}}},
+    "FilterNode": {"oneOf": [{"const": "all"}, ref("FilterLeaf"), ref("FilterBranch")]},
+    "FilterBranch": {"type": "object", "required": ["left", "operator", "right"], "additionalProperties": False,
+                     "properties": {"left": ref("FilterNode"), "operator": {"enum": ["and", "or"]},
+                                    "right": ref("FilterNode")}},
+    "FilterLeaf": {
+        "type": "object", "additionalProperties": False,
+        "description": "table → column → operator → value; several entries are ANDed. Property keys "
+                       "match case-insensitively; text negations also match rows without the value.",
+        "properties": {**{table: ref(f"Table_{table}") for table in TABLES},
+                       PROPERTIES_TABLE: {"type": "object", "additionalProperties": ref("TextOperators")}}},
+    **{f"Table_{table}": _table_schema(table) for table in TABLES},
+    **{name: _operators(name) for name in _OPERATOR_VALUE},
+    "Sort": {"type": "object", "description": "applied in the order given; ties broken by id",
+             "properties": {**{name: {"enum": ["asc", "desc"]} for name in SORT_COLUMNS},
+                            "properties": {"type": "object", "additionalProperties": {"enum": ["asc", "desc"]}}},
+             "additionalProperties": False},
+    "RequestQuery": {"type": "object", "properties": {
+        "filter": ref("FilterNode"),
+        "offset": {"type": "integer", "minimum": 0, "default": 0},
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        "sort": ref("Sort"),
+        "includeInputs": {"type": "boolean", "default": True, "description": "false leaves the bodies out"},
+        "isCached": {"type": "boolean", "description": "true: only cache hits"},
+        "isScored": {"type": "boolean", "description": "true: only requests with a score"}}},
+    "Request": {"type": "object", "properties": _RECORD_FIELDS},
+}
+
+PATHS: dict[str, Any] = {
+    "/api/v1/request/query": {"post": {
+        "summary": "Query recorded requests (Helicone's filter tree).", "security": SECURITY,
+        "requestBody": _body(ref("RequestQuery"), {
+            "filter": {"left": {"request_response_rmt": {"model": {"equals": "gpt-4o-mini"}}}, "operator": "and",
+                       "right": {"request_response_rmt": {"properties": {"feature": {"equals": "support"}}}}},
+            "sort": {"created_at": "desc"}, "limit": 10, "offset": 0}),
+        "responses": {**_ok({"type": "array", "items": ref("Request")}, "Matching records."),
+                      **_errors("400", "401", "503")}}},
+    "/api/v1/request/{request_id}": {"get": {
+        "summary": "One recorded request.", "security": SECURITY, "parameters": [REQUEST_ID],
+        "responses": {**_ok(ref("Request"), "The record."), **_errors("401", "404", "503")}}},
+    "/api/v1/request/{request_id}/feedback": {"post": {
+        "summary": "Rate a request; stored as score helicone-score-feedback = 1 or 0.", "security": SECURITY,
+        "parameters": [REQUEST_ID],
+        "requestBody": _body({"type": "object", "required": ["rating"],
+                              "properties": {"rating": {"type": "boolean"}}}, {"rating": True}),
+        "responses": {**CREATED, **_errors("400", "401", "404", "503")}}},
+    "/api/v1/request/{request_id}/score": {"post": {
+        "summary": "Add or replace named scores (integers; booleans become 1/0; floats are refused).",
+        "security": SECURITY, "parameters": [REQUEST_ID],
+        "requestBody": _body({"type": "object", "required": ["scores"], "properties": {"scores": {
+            "type": "object", "minProperties": 1,
+            "additionalProperties": {"oneOf": [{"type": "integer"}, {"type": "boolean"}]}}}},
+            {"scores": {"accuracy": 92, "helpful": True}}),
+        "responses": {**CREATED, **_errors("400", "401", "404", "503")}}},
+    "/api/v1/request/{request_id}/property": {"put": {
+        "summary": "Add or replace properties; keys are stored lower-cased.", "security": SECURITY,
+        "parameters": [REQUEST_ID],
+        "requestBody": _body({"oneOf": [
+            {"type": "object", "required": ["key", "value"],
+             "properties": {"key": {"type": "string"}, "value": {"type": "string"}}},
+            {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}]},
+            {"key": "environment", "value": "production"}),
+        "responses": {**CREATED, **_errors("400", "401", "404", "503")}}},
+    "/api/openapi.json": {"get": {
+        "summary": "This document.",
+        "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}}},
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Heliograph API", "version": __version__,
+             "description": "Management API of the Heliograph gateway, following Helicone's REST paths. "
+                            "Every answer is {\"data\": …, \"error\": null} or {\"data\": null, \"error\": \"…\"}."},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                  "description": "a key from `heliograph keys create`"}},
+                   "schemas": SCHEMAS},
+    "paths": PATHS,
+}
+
+
+def openapi_route() -> Route:
+    document = orjson.dumps(OPENAPI)
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+    return Route("/openapi.json", openapi, methods=["GET"])

@@ -1,0 +1,201 @@
+"""What SQLite and PostgreSQL stores share: every query, written once with `?` placeholders.
+
+A dialect provides `_rows` (a read, outside any transaction), `_transaction` (a write
+transaction yielding something with `execute` / `executemany`), `migrate`, `close`, and the
+driver errors that mean "the database is unavailable". Rows come back as dicts with booleans
+normalised (`_normalise`), so callers never see SQLite's 0/1.
+
+Properties are written twice: as the JSON column the record renders, and one row per key in
+`request_properties` (index on key, value) for filtering. Measured on 100k rows (5 properties
+each; this 2-core machine), a property `equals` filter with `ORDER BY created_at DESC LIMIT 100`,
+median ms, value found in 50 % / 0.1 % of rows:
+
+                                     SQLite          PostgreSQL
+    JSON (json_extract / ->>)        0.8 / 72        1.1 / 96      scans every row when rare
+    table, EXISTS per row            0.9 / 97        1.7 / 1.2
+    table, IN (index-driven)         141 / 0.8       1.7 / 1.7
+    table, as query_requests runs    1.3 / 0.9       2.3 / 2.7     (incl. fetching scores)
+
+PostgreSQL picks the plan from its statistics; SQLite has none per value, so it probes the index
+first (`SQLiteStore.sparse_properties`). The JSON path only grows worse with the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from .filters import Dialect, Node
+from .queries import RequestQuery, select_requests
+from .schema import BOOLEAN_COLUMNS, REQUEST_COLUMNS
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or is locked; the operation may succeed later."""
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Executor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _normalise(row: dict[str, Any]) -> dict[str, Any]:
+    for column in BOOLEAN_COLUMNS:
+        if column in row and row[column] is not None:
+            row[column] = bool(row[column])
+    return row
+
+
+def property_rows(request_id: str, properties_json: str) -> list[tuple[str, str, str]]:
+    properties = orjson.loads(properties_json)
+    return [(request_id, str(key).lower(), value if isinstance(value, str) else orjson.dumps(value).decode())
+            for key, value in properties.items() if value is not None]
+
+
+_INSERT_REQUEST = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT DO NOTHING")
+_INSERT_BODY = "INSERT INTO request_bodies (id, request, response) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_INSERT_PROPERTY = "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_UPSERT_PROPERTY = ("INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (request_id, key) DO UPDATE SET value = excluded.value")
+_UPSERT_SCORE = ("INSERT INTO request_scores (request_id, name, value, created_at) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (request_id, name) DO UPDATE SET value = excluded.value, created_at = excluded.created_at")
+_GET_REQUEST = ("SELECT r.*, b.request AS request_body, b.response AS response_body "
+                "FROM requests r LEFT JOIN request_bodies b ON b.id = r.id WHERE r.id = ?")
+_SCORES_CHUNK = 500
+
+
+class SQLStore:
+    dialect: ClassVar[Dialect]
+    unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    for_update: ClassVar[str] = ""      # row lock for read-modify-write, where the dialect has one
+
+    # -- provided by each dialect ------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _transaction(self, *, ingest: bool = False) -> AbstractContextManager[Executor]:
+        """`ingest`: the recorder's batch write, which should fail fast (it has a journal)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def _unavailable_as_store_error(self) -> Iterator[None]:
+        try:
+            yield
+        except self.unavailable_errors as exc:
+            raise StoreUnavailable(f"{self.dialect.name}: {exc}".strip()) from exc
+
+    def _q(self, sql: str) -> str:
+        return self.dialect.sql(sql)
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Idempotent on id: a batch replayed from the journal changes nothing already stored."""
+        requests = [tuple(row[c] for c in REQUEST_COLUMNS) for row in rows]
+        bodies = [(row["id"], row["request_body"], row["response_body"]) for row in rows]
+        properties = [p for row in rows for p in property_rows(row["id"], row["properties"])]
+        with self._transaction(ingest=True) as tx:
+            tx.executemany(self._q(_INSERT_REQUEST), requests)
+            tx.executemany(self._q(_INSERT_BODY), bodies)
+            if properties:
+                tx.executemany(self._q(_INSERT_PROPERTY), properties)
+
+    def set_scores(self, request_id: str, scores: Mapping[str, int]) -> bool:
+        """Upsert scores by name; False when there is no such request."""
+        with self._transaction() as tx:
+            if tx.execute(self._q("SELECT 1 FROM requests WHERE id = ?"), (request_id,)).fetchone() is None:
+                return False
+            at = now_ms()
+            tx.executemany(self._q(_UPSERT_SCORE), [(request_id, name, int(value), at) for name, value in scores.items()])
+        return True
+
+    def set_properties(self, request_id: str, properties: Mapping[str, str]) -> bool:
+        """Add or replace properties (keys lower-cased); False when there is no such request."""
+        lowered = {key.lower(): value for key, value in properties.items()}
+        with self._transaction() as tx:
+            row = tx.execute(self._q("SELECT properties FROM requests WHERE id = ?" + self.for_update),
+                             (request_id,)).fetchone()
+            if row is None:
+                return False
+            merged = orjson.loads(row["properties"]) | lowered
+            tx.execute(self._q("UPDATE requests SET properties = ? WHERE id = ?"),
+                       (orjson.dumps(merged).decode(), request_id))
+            tx.executemany(self._q(_UPSERT_PROPERTY), [(request_id, k, v) for k, v in lowered.items()])
+        return True
+
+    # -- keys ------------------------------------------------------------------------------------------
+
+    def create_key(self, key_id: str, name: str, key_hash: str, prefix: str) -> None:
+        with self._transaction() as tx:
+            tx.execute(self._q("INSERT INTO keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)"),
+                       (key_id, name, key_hash, prefix, now_ms()))
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY created_at, id")
+
+    def revoke_key(self, id_or_name: str) -> int:
+        with self._transaction() as tx:
+            cur = tx.execute(self._q("UPDATE keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL"),
+                             (now_ms(), id_or_name, id_or_name))
+            return int(cur.rowcount)
+
+    def active_keys(self) -> dict[str, str]:
+        return {row["key_hash"]: row["id"] for row in self._rows("SELECT key_hash, id FROM keys WHERE revoked_at IS NULL")}
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get_request(self, request_id: str) -> dict[str, Any] | None:
+        rows = self._rows(self._q(_GET_REQUEST), (request_id,))
+        if not rows:
+            return None
+        row = _normalise(rows[0])
+        row["scores"] = self.scores([request_id]).get(request_id, {})
+        return row
+
+    def sparse_properties(self, node: Node) -> frozenset[tuple[str, str]]:
+        """Property values rare enough to start a query from; PostgreSQL's planner knows by itself."""
+        return frozenset()
+
+    def query_requests(self, query: RequestQuery) -> list[dict[str, Any]]:
+        sql, params = select_requests(query, self.dialect, self.sparse_properties(query.filter))
+        rows = [_normalise(row) for row in self._rows(sql, params)]
+        scores = self.scores([row["id"] for row in rows])
+        for row in rows:
+            row["scores"] = scores.get(row["id"], {})
+        return rows
+
+    def scores(self, request_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for start in range(0, len(request_ids), _SCORES_CHUNK):
+            chunk = request_ids[start:start + _SCORES_CHUNK]
+            sql = self._q(f"SELECT request_id, name, value FROM request_scores "
+                          f"WHERE request_id IN ({', '.join('?' * len(chunk))}) ORDER BY name")
+            for row in self._rows(sql, chunk):
+                found.setdefault(row["request_id"], {})[row["name"]] = int(row["value"])
+        return found
+
+    def count_requests(self) -> int:
+        return int(self._rows("SELECT count(*) AS n FROM requests")[0]["n"])
+
+    def request_ids(self) -> list[str]:
+        return [row["id"] for row in self._rows("SELECT id FROM requests")]
+
+    def ping(self) -> None:
+        self._rows("SELECT 1 AS ok")

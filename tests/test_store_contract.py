@@ -1,0 +1,327 @@
+"""One contract for every store: the same scenarios on SQLite and on PostgreSQL.
+
+PostgreSQL comes from HELIOGRAPH_TEST_POSTGRES_URL (DESIGN §5): skipped with a reason when
+unset, a failure when CI is set. Each test gets a fresh SQLite file or a fresh PostgreSQL schema.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from heliograph.storage import RequestQuery, Store, open_store
+from heliograph.storage.filters import parse_filter, parse_sort
+from heliograph.storage.schema import MIGRATIONS
+
+T0 = 1_750_000_000_000
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def make_row(request_id: str, **fields: Any) -> dict[str, Any]:
+    """A stored row as the recorder builds it (recording/process.py)."""
+    properties = fields.pop("props", {})
+    row: dict[str, Any] = {
+        "id": request_id, "created_at": T0, "provider": "openai", "method": "POST",
+        "path": "/openai/v1/chat/completions", "target_url": "https://api.openai.com/v1/chat/completions",
+        "status": 200, "request_model": "gpt-4o", "response_model": "gpt-4o", "model": "gpt-4o",
+        "user_id": None, "session_id": None, "session_path": None, "session_name": None, "request_name": None,
+        "properties": orjson.dumps(properties).decode(), "key_id": "key_1", "prompt_tokens": 10,
+        "completion_tokens": 20, "total_tokens": 30, "prompt_cache_read_tokens": 0, "prompt_cache_write_tokens": 0,
+        "reasoning_tokens": 0, "cost": 0.001, "pricing_status": "priced", "latency_ms": 100.0, "ttft_ms": None,
+        "gateway_overhead_ms": 0.4, "streamed": False, "partial": False, "error": None, "cache_enabled": False,
+        "cache_reference_id": None, "prompt_id": None, "prompt_version": None, "attempts": "[]",
+        "fallback_index": None, "request_body": zlib.compress(b'{"model": "gpt-4o"}'),
+        "response_body": zlib.compress(b'{"id": "chatcmpl-1"}'),
+    }
+    row.update(fields)
+    return row
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'contract.db'}"
+    fresh: Callable[[], str] = request.getfixturevalue("fresh_postgres")
+    return fresh()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+def test_migrate_twice_is_a_no_op(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        assert store.migrate() == [name for name, _ in MIGRATIONS]
+        assert store.migrate() == []
+        store.ping()
+    finally:
+        store.close()
+
+
+def test_concurrent_migrations_apply_each_step_once(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+
+    def migrate(store: Store) -> list[str]:
+        barrier.wait()
+        try:
+            return store.migrate()
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        applied = list(pool.map(migrate, stores))
+    assert sorted(name for names in applied for name in names) == sorted(name for name, _ in MIGRATIONS)
+
+
+# -- rows --------------------------------------------------------------------------------------------
+
+def test_insert_then_get_round_trips_every_column(store: Store) -> None:
+    row = make_row("r-1", user_id="u", props={"feature": "support"}, streamed=True, partial=True,
+                   cache_enabled=True, ttft_ms=12.5, cost=None, pricing_status="unpriced", attempts='[{"status": 429}]')
+    store.insert_requests([row])
+    got = store.get_request("r-1")
+    assert got is not None
+    for column, value in row.items():
+        assert got[column] == value, column
+    assert got["streamed"] is True and got["partial"] is True and got["cache_enabled"] is True
+    fresh = store.get_request("r-1")
+    assert fresh is not None and fresh["scores"] == {}
+    assert store.get_request("missing") is None
+    assert store.count_requests() == 1
+
+
+def test_insert_is_idempotent_on_id(store: Store) -> None:
+    store.insert_requests([make_row("a", status=200), make_row("b")])
+    store.insert_requests([make_row("a", status=500), make_row("c")])   # a journal replay, say
+    assert store.count_requests() == 3
+    got = store.get_request("a")
+    assert got is not None and got["status"] == 200
+    only_a = RequestQuery(filter=parse_filter({"properties": {"k": {"equals": "v"}}}))
+    store.insert_requests([make_row("d", props={"k": "v"})] * 2)
+    assert [r["id"] for r in store.query_requests(only_a)] == ["d"]
+
+
+def test_text_with_nul_characters_is_stored(store: Store) -> None:
+    store.insert_requests([make_row("nul", request_model="gpt\x00-4o", user_id="a\x00b")])
+    got = store.get_request("nul")
+    assert got is not None and got["request_model"].startswith("gpt") and got["user_id"].startswith("a")
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+def test_keys_create_list_revoke_active(store: Store) -> None:
+    store.create_key("key_a", "alpha", "hash-a", "sk-hg-aaa")
+    store.create_key("key_b", "beta", "hash-b", "sk-hg-bbb")
+    assert [k["name"] for k in store.list_keys()] == ["alpha", "beta"]
+    assert store.active_keys() == {"hash-a": "key_a", "hash-b": "key_b"}
+    assert store.revoke_key("alpha") == 1
+    assert store.revoke_key("key_a") == 0
+    assert store.active_keys() == {"hash-b": "key_b"}
+    revoked = {k["name"]: k["revoked_at"] for k in store.list_keys()}
+    assert revoked["alpha"] is not None and revoked["beta"] is None
+
+
+# -- scores and properties -----------------------------------------------------------------------
+
+def test_scores_upsert_by_name(store: Store) -> None:
+    store.insert_requests([make_row("s")])
+    assert store.set_scores("s", {"accuracy": 80, "helicone-score-feedback": 1})
+    assert store.set_scores("s", {"accuracy": -3})
+    got = store.get_request("s")
+    assert got is not None and got["scores"] == {"accuracy": -3, "helicone-score-feedback": 1}
+    assert not store.set_scores("nope", {"accuracy": 1})
+    assert store.scores(["s", "nope"]) == {"s": {"accuracy": -3, "helicone-score-feedback": 1}}
+
+
+def test_properties_update_the_record_and_the_filter(store: Store) -> None:
+    store.insert_requests([make_row("p", props={"feature": "support"})])
+    assert store.set_properties("p", {"Environment": "prod", "feature": "billing"})
+    got = store.get_request("p")
+    assert got is not None and orjson.loads(got["properties"]) == {"feature": "billing", "environment": "prod"}
+    found = store.query_requests(RequestQuery(filter=parse_filter({"properties": {"ENVIRONMENT": {"equals": "prod"}}})))
+    assert [r["id"] for r in found] == ["p"]
+    gone = store.query_requests(RequestQuery(filter=parse_filter({"properties": {"feature": {"equals": "support"}}})))
+    assert gone == []
+    assert not store.set_properties("nope", {"a": "b"})
+
+
+# -- queries -----------------------------------------------------------------------------------------
+
+def _dataset(store: Store) -> None:
+    store.insert_requests([
+        make_row("r1", created_at=T0, user_id="u1", model="gpt-4o", status=200, latency_ms=100.0, cost=0.01,
+                 props={"feature": "support", "env": "prod"}, session_id="s1", request_name="plan", prompt_id="p1"),
+        make_row("r2", created_at=T0 + 1000, user_id="u2", model="gpt-4o-mini", status=500, latency_ms=300.0,
+                 cost=0.0, props={"feature": "Billing"}, session_id="s1"),
+        make_row("r3", created_at=T0 + 2000, user_id=None, model="claude-3-5-sonnet", provider="anthropic",
+                 latency_ms=50.0, cost=None, cache_enabled=True, cache_reference_id="r1", ttft_ms=20.0,
+                 prompt_tokens=None, total_tokens=None),
+        make_row("r4", created_at=T0 + 3000, user_id="u1", model="GPT_4o%special", status=429, latency_ms=1000.0,
+                 cost=0.5, props={"feature": "50% off_deal"}, request_name="Plan", path="/openai/v1/embeddings"),
+    ])
+    store.set_scores("r1", {"quality": 5, "helicone-score-feedback": 1})
+    store.set_scores("r2", {"helicone-score-feedback": 0})
+
+
+RMT = "request_response_rmt"
+
+
+def leaf(column: str, op: str, value: Any, table: str = RMT) -> dict[str, Any]:
+    return {table: {column: {op: value}}}
+
+
+FILTER_CASES: list[tuple[str, Any, list[str]]] = [
+    ("all", "all", ["r4", "r3", "r2", "r1"]),
+    ("empty leaf", {}, ["r4", "r3", "r2", "r1"]),
+    ("user equals", leaf("user_id", "equals", "u1"), ["r4", "r1"]),
+    ("user not-equals keeps rows without a user", leaf("user_id", "not-equals", "u1"), ["r3", "r2"]),
+    ("like is case-sensitive", leaf("model", "like", "gpt-4o%"), ["r2", "r1"]),
+    ("like without wildcard is exact", leaf("model", "like", "gpt-4o"), ["r1"]),
+    ("ilike", leaf("model", "ilike", "GPT%"), ["r4", "r2", "r1"]),
+    ("contains ignores case", leaf("model", "contains", "4O"), ["r4", "r2", "r1"]),
+    ("contains takes % and _ literally", leaf("model", "contains", "_4o%"), ["r4"]),
+    ("not-contains", leaf("model", "not-contains", "gpt"), ["r3"]),
+    ("status gte", leaf("status", "gte", 400), ["r4", "r2"]),
+    ("latency lt", leaf("latency", "lt", 100), ["r3"]),
+    ("latency equals, number as text", leaf("latency", "equals", "100"), ["r1"]),
+    ("cost equals zero", leaf("cost", "equals", 0), ["r2"]),
+    ("cost gt skips unpriced", leaf("cost", "gt", 0.001), ["r4", "r1"]),
+    ("ttft", leaf("time_to_first_token", "gt", 10), ["r3"]),
+    ("time range", {RMT: {"request_created_at": {"gte": iso(T0 + 1000), "lt": iso(T0 + 3000)}}}, ["r3", "r2"]),
+    ("time equals", leaf("request_created_at", "equals", iso(T0)), ["r1"]),
+    ("request table created_at", leaf("created_at", "gt", iso(T0 + 2500), "request"), ["r4"]),
+    ("response table status", leaf("status", "equals", 500, "response"), ["r2"]),
+    ("cached", leaf("cached", "equals", True), ["r3"]),
+    ("not cached", leaf("cached", "equals", False), ["r4", "r2", "r1"]),
+    ("cache_enabled", leaf("cache_enabled", "equals", "true"), ["r3"]),
+    ("provider", leaf("provider", "equals", "anthropic"), ["r3"]),
+    ("property", {RMT: {"properties": {"feature": {"equals": "support"}}}}, ["r1"]),
+    ("property key ignores case", {RMT: {"properties": {"FEATURE": {"equals": "support"}}}}, ["r1"]),
+    ("property value keeps case", {RMT: {"properties": {"feature": {"equals": "billing"}}}}, []),
+    ("property ilike", {RMT: {"properties": {"feature": {"ilike": "billing"}}}}, ["r2"]),
+    ("property like", {RMT: {"properties": {"feature": {"like": "billing"}}}}, []),
+    ("property contains literal %", {RMT: {"properties": {"feature": {"contains": "50%"}}}}, ["r4"]),
+    ("property not-equals keeps rows without it",
+     {RMT: {"properties": {"feature": {"not-equals": "support"}}}}, ["r4", "r3", "r2"]),
+    ("legacy properties table", {"properties": {"env": {"equals": "prod"}}}, ["r1"]),
+    ("two properties", {RMT: {"properties": {"env": {"equals": "prod"}, "feature": {"equals": "support"}}}}, ["r1"]),
+    ("session as Helicone's property", {"properties": {"Helicone-Session-Id": {"equals": "s1"}}}, ["r2", "r1"]),
+    ("session column", leaf("session_id", "equals", "s1"), ["r2", "r1"]),
+    ("request name keeps case", leaf("request_name", "equals", "plan"), ["r1"]),
+    ("path", leaf("path", "contains", "embeddings"), ["r4"]),
+    ("prompt id", leaf("prompt_id", "equals", "p1"), ["r1"]),
+    ("score", {RMT: {"scores": {"quality": {"gte": 5}}}}, ["r1"]),
+    ("score bool value", {RMT: {"scores": {"helicone-score-feedback": {"equals": False}}}}, ["r2"]),
+    ("feedback true", leaf("helicone-score-feedback", "equals", True), ["r1"]),
+    ("feedback false", leaf("helicone-score-feedback", "equals", False), ["r2"]),
+    ("scored", leaf("scored", "equals", True), ["r2", "r1"]),
+    ("or", {"left": leaf("user_id", "equals", "u2"), "operator": "or", "right": leaf("model", "contains", "claude")},
+     ["r3", "r2"]),
+    ("nested", {"left": leaf("status", "equals", 200), "operator": "and",
+                "right": {"left": leaf("user_id", "equals", "u1"), "operator": "or", "right": leaf("cached", "equals", True)}},
+     ["r3", "r1"]),
+    ("quote in a value is literal", leaf("user_id", "equals", "u1' OR '1'='1"), []),
+    ("quote in a property name is literal", {"properties": {"feature') OR 1=1 --": {"equals": "x"}}}, []),
+    ("not-equals on a property name with a quote matches all",
+     {"properties": {"x' OR 1=1 --": {"not-equals": "y"}}}, ["r4", "r3", "r2", "r1"]),
+]
+
+
+@pytest.mark.parametrize("raw,expected", [c[1:] for c in FILTER_CASES], ids=[c[0] for c in FILTER_CASES])
+def test_query_filters(store: Store, raw: Any, expected: list[str]) -> None:
+    _dataset(store)
+    rows = store.query_requests(RequestQuery(filter=parse_filter(raw)))
+    assert [r["id"] for r in rows] == expected
+
+
+SORT_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"created_at": "asc"}, ["r1", "r2", "r3", "r4"]),
+    ({"latency": "asc"}, ["r3", "r1", "r2", "r4"]),
+    ({"cost": "desc"}, ["r4", "r1", "r2", "r3"]),          # unpriced last
+    ({"cost": "asc"}, ["r2", "r1", "r4", "r3"]),
+    ({"user_id": "asc", "created_at": "desc"}, ["r4", "r1", "r2", "r3"]),
+    ({"properties": {"feature": "asc"}}, ["r4", "r2", "r1", "r3"]),
+]
+
+
+@pytest.mark.parametrize("sort,expected", SORT_CASES)
+def test_query_sorts(store: Store, sort: dict[str, Any], expected: list[str]) -> None:
+    _dataset(store)
+    assert [r["id"] for r in store.query_requests(RequestQuery(sort=parse_sort(sort)))] == expected
+
+
+def test_query_pages_bodies_and_scores(store: Store) -> None:
+    _dataset(store)
+    page = store.query_requests(RequestQuery(limit=2, offset=1))
+    assert [r["id"] for r in page] == ["r3", "r2"]
+    assert page[1]["scores"] == {"helicone-score-feedback": 0}
+    assert zlib.decompress(page[0]["request_body"]) == b'{"model": "gpt-4o"}'
+    bare = store.query_requests(RequestQuery(include_bodies=False, limit=1))
+    assert "request_body" not in bare[0] and bare[0]["id"] == "r4"
+    assert isinstance(bare[0]["cache_enabled"], bool)
+
+
+def test_rare_and_common_property_values_give_the_same_rows(store: Store) -> None:
+    # SQLite plans these two differently (index-driven for rare values); the rows must not differ.
+    rows = [make_row(f"c{n:04d}", created_at=T0 + n, props={"tier": "common" if n % 2 else "rare" if n < 6 else "x"})
+            for n in range(2100)]
+    store.insert_requests(rows)
+    for value in ("rare", "common"):
+        expected = sorted((r["id"] for r in rows if orjson.loads(r["properties"])["tier"] == value), reverse=True)
+        got = store.query_requests(RequestQuery(filter=parse_filter({"properties": {"tier": {"equals": value}}}),
+                                                limit=1000, include_bodies=False))
+        assert [r["id"] for r in got] == expected[:1000]
+
+
+def test_every_column_and_operator_runs(store: Store) -> None:
+    from .test_filters import _every_condition_tree, _flatten
+    _dataset(store)
+    tree, _ = _every_condition_tree()
+    rows = store.query_requests(RequestQuery(filter=parse_filter(_flatten(tree)), sort=parse_sort(
+        {"cost": "asc", "properties": {"feature": "desc"}, "user_id": "desc"})))
+    assert {r["id"] for r in rows} == {"r1", "r2", "r3", "r4"}
+
+
+def test_an_unreachable_database_is_store_unavailable(tmp_path: Path) -> None:
+    from heliograph.storage import StoreUnavailable
+    down = open_store("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(StoreUnavailable):
+        down.ping()
+    with pytest.raises(StoreUnavailable):
+        down.insert_requests([make_row("x")])
+    down.close()
+
+
+def test_postgres_reads_survive_a_dropped_connection(fresh_postgres: Callable[[], str]) -> None:
+    import psycopg
+
+    from heliograph.storage.postgres import PostgresStore
+    store = PostgresStore(fresh_postgres())
+    try:
+        store.migrate()
+        pid = store.connection().info.backend_pid
+        with psycopg.connect(store.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # waits until it is gone
+        store.ping()
+        assert store.connection().info.backend_pid != pid
+    finally:
+        store.close()
