@@ -179,3 +179,23 @@ def test_semantic_cache_matches_a_paraphrase_and_says_how_similar(gw: Gateway, f
     assert other_model.headers["helicone-cache"] == "MISS"
     embeddings = [r for r in fresh_fake.requests if r.path.endswith("/embeddings")]
     assert embeddings and embeddings[0].headers["authorization"] == "Bearer sk-client"
+
+
+def test_semantic_guard_refuses_different_numbers_or_negations(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    semantic = {"Helicone-Cache-Semantic": "true", "Helicone-Cache-Similarity": "0.5"}
+    topic = uuid.uuid4().hex[:8]
+    def ask(text: str) -> str:
+        r = post(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{text} {topic}"}]}, **semantic)
+        return r.headers["helicone-cache"]
+    assert ask("Is raw chicken safe to eat") == "MISS"
+    assert ask("Is raw chicken not safe to eat") == "MISS"
+    assert ask("Show the sales report for February 2024") == "MISS"
+    assert ask("Show the sales report for February 2023") == "MISS"
+    assert ask("show the sales report for february 2024") == "HIT"
+
+
+def test_same_facts() -> None:
+    from heliograph.proxy.caching import same_facts
+    assert same_facts("user: convert 5 miles to km", "user: Convert 5 miles into km")
+    assert not same_facts("user: convert 5 miles to km", "user: convert 6 miles to km")
+    assert not same_facts("user: is it safe", "user: isn't it safe")

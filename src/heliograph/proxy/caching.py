@@ -10,6 +10,7 @@ the client's own API format are stored.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class CachePlan:
     key_for: Callable[[int], str]
     scope: str | None = None                 # semantic scope, when semantic caching is on
     vector: list[float] | None = None
+    text: str | None = None                  # what was embedded, kept with the entry for the guard
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -71,6 +73,26 @@ class Embedder:
         return [float(x) for x in vector]
 
 
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
+_WORDS = re.compile(r"[a-z']+")
+_NEGATIONS = frozenset({"not", "no", "never", "none", "nor", "nothing", "without", "cannot", "unsafe", "isn't",
+                        "aren't", "wasn't", "weren't", "don't", "doesn't", "didn't", "won't", "can't", "shouldn't",
+                        "wouldn't", "couldn't", "hasn't", "haven't"})
+
+
+def same_facts(stored: str, asked: str) -> bool:
+    """Similar wording is not enough: the numbers and negations must be the same too.
+
+    Embeddings place "is raw chicken safe" next to "is raw chicken unsafe" and "February 2024"
+    next to "February 2023"; bench/semantic found this guard removes about half the false hits
+    a threshold lets through, at the cost of almost no true ones.
+    """
+    def facts(text: str) -> tuple[list[str], list[str]]:
+        lowered = text.lower()
+        return _NUMBERS.findall(lowered), sorted(w for w in _WORDS.findall(lowered) if w in _NEGATIONS)
+    return facts(stored) == facts(asked)
+
+
 def wants_cache(helicone: Mapping[str, str]) -> bool:
     return any(name.startswith("helicone-cache") for name in helicone)
 
@@ -96,13 +118,16 @@ async def find(cache: Cache, cache_plan: CachePlan, embed: Callable[[str], Await
         if request is None:
             return None
         vector = await embed(request.text)
-        cache_plan.scope, cache_plan.vector = request.scope, vector
+        cache_plan.scope, cache_plan.vector, cache_plan.text = request.scope, vector, request.text
         near = await cache.nearest(request.scope, vector, settings.similarity)
         if near is None:
             return None
         value_key, similarity = near
         stored = await cache.get(value_key)
-        return _hit(stored, None, similarity) if stored is not None else None
+        if stored is None:
+            return None
+        hit = _hit(stored, None, similarity)
+        return hit if same_facts(str(hit.entry.get("semantic_text", "")), request.text) else None
     except StateUnavailable as exc:
         log.warning("cache unavailable, treating as a miss: %s", exc)
         return None
@@ -153,6 +178,7 @@ async def save(cache: Cache, cache_plan: CachePlan, record: RawRecord,
     entry = {
         "id": record.id, "status": 200, "latency_ms": round(record.latency_ms, 3), "streamed": record.streamed,
         "encoding": record.response_encoding,
+        "semantic_text": cache_plan.text,
         "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream_headers
                     if k.lower() not in NOT_REPLAYED],
     }
