@@ -5,20 +5,27 @@ and each latency is measured from the request's *scheduled* time, so a target th
 for the queue it causes instead of silently slowing the generator down. How late the generator itself
 was (`lag_ms`) is reported beside, so a generator that could not keep up is visible.
 
-`run_open_loop` measures non-streaming calls; `run_streams` measures time to first byte of SSE
-streams and the gaps between the events as they arrive (to see whether a proxy batches chunks).
+`run_open_loop` measures non-streaming calls with a minimal keep-alive client (asyncio protocol +
+httptools, the parser uvicorn uses), cheap enough to push a few thousand calls a second from one core;
+`run_streams` (aiohttp) measures time to first byte of SSE streams and the gaps between the events as
+they arrive, to see whether a proxy batches chunks. All times come from `time.perf_counter()` (the
+event loop's clock only has millisecond resolution under uvloop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import httptools
 
 REQUEST_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 15.0
@@ -46,7 +53,8 @@ class StepResult:
     target: str
     rate: float
     duration: float
-    sent: int = 0
+    sent: int = 0     # scheduled and started
+    on_wire: int = 0  # written to a connection (the rest waited for a free connection)
     ok: int = 0
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
@@ -54,6 +62,7 @@ class StepResult:
     service_ms: list[float] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)
     gateway_ms: list[float] = field(default_factory=list)
+    per_second: dict[int, int] = field(default_factory=dict)  # answers by second since t0
     elapsed: float = 0.0
 
     def error(self, kind: str) -> None:
@@ -63,7 +72,7 @@ class StepResult:
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "target": self.target, "rate": self.rate, "duration_s": self.duration, "sent": self.sent,
-            "ok": self.ok, "errors": self.errors, "error_kinds": self.error_kinds,
+            "on_wire": self.on_wire, "ok": self.ok, "errors": self.errors, "error_kinds": self.error_kinds,
             "achieved_rps": round(self.ok / self.elapsed, 1) if self.elapsed else 0.0,
             "latency_ms": summary(self.latencies_ms),
             "service_ms": summary(self.service_ms),
@@ -71,6 +80,8 @@ class StepResult:
         }
         if self.gateway_ms:
             out["server_timing_gateway_ms"] = summary(self.gateway_ms)
+        if self.per_second:
+            out["answered_per_second"] = [self.per_second.get(i, 0) for i in range(max(self.per_second) + 1)]
         return out
 
 
@@ -88,22 +99,144 @@ def _server_timing_gateway(header: str | None) -> float | None:
     return None
 
 
-async def _schedule(rate: float, duration: float, fire: Any) -> tuple[list[asyncio.Task[None]], float]:
-    """Call `fire(scheduled_time)` at t0 + i / rate for i < rate * duration; return the tasks and t0."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; httptools parses the answers, bodies are dropped."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[tuple[int, bytes | None, float]] | None = None
+        self.timing: bytes | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"server-timing":
+            self.timing = value
+
+    def on_message_complete(self) -> None:
+        done = time.perf_counter()
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((self.parser.get_status_code(), self.timing, done))
+        if self.parser.should_keep_alive():
+            self.client.release(self)
+        else:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.client.connections.discard(self)
+        self._fail(exc or ConnectionResetError("server closed the connection"))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionError(f"{type(exc).__name__}: {exc}"))
+        if self.transport is not None:
+            self.transport.close()
+
+
+class RawClient:
+    """A minimal keep-alive pool that sends one prebuilt request: cheap enough per call that the
+    generator, not the target, is rarely what limits or colours a measurement."""
+
+    def __init__(self, url: str, body: bytes, headers: Mapping[str, str], max_connections: int) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        lines = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self.max_connections = max_connections
+        self.idle: list[_Connection] = []
+        self.waiting: deque[asyncio.Future[_Connection]] = deque()
+        self.connections: set[_Connection] = set()
+        self.opening = 0
+        self.written = 0
+
+    async def _acquire(self) -> _Connection:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+        if len(self.connections) + self.opening >= self.max_connections:
+            future: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+            self.waiting.append(future)
+            return await future
+        self.opening += 1
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(lambda: _Connection(self), self.host, self.port)
+        finally:
+            self.opening -= 1
+        self.connections.add(conn)
+        return conn
+
+    def release(self, conn: _Connection) -> None:
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(conn)
+                return
+        self.idle.append(conn)
+
+    async def send(self) -> tuple[int, bytes | None, float]:
+        """Send the request once; returns status, Server-Timing header and the completion time."""
+        conn = await self._acquire()
+        assert conn.transport is not None
+        waiter = asyncio.get_running_loop().create_future()
+        conn.waiter, conn.timing = waiter, None
+        conn.transport.write(self.request)
+        self.written += 1
+        try:
+            answer: tuple[int, bytes | None, float] = await waiter
+        except BaseException:
+            self.connections.discard(conn)
+            conn.closed = True
+            conn.transport.close()
+            raise
+        return answer
+
+    def close(self) -> None:
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        self.connections.clear()
+
+
+def _start_time() -> float:
+    return time.perf_counter() + 0.05  # a moment to set up, so the first sends are not already late
+
+
+async def _schedule(rate: float, duration: float, fire: Any, t0: float) -> list[asyncio.Task[None]]:
+    """Start `fire(due)` at t0 + i / rate (perf_counter seconds) for i < rate * duration; return the tasks.
+
+    The event loop's timers have millisecond resolution, so a send may start up to about a
+    millisecond late; latency is still measured from `due`.
+    """
     loop = asyncio.get_running_loop()
     total = int(rate * duration)
     interval = 1.0 / rate
     tasks: list[asyncio.Task[None]] = []
-    t0 = loop.time() + 0.05
     i = 0
     while i < total:
-        now = loop.time()
+        now = time.perf_counter()
         while i < total and t0 + i * interval <= now:
             tasks.append(loop.create_task(fire(t0 + i * interval)))
             i += 1
         if i < total:
-            await asyncio.sleep(max(0.0, t0 + i * interval - loop.time()))
-    return tasks, t0
+            await asyncio.sleep(max(0.0, t0 + i * interval - time.perf_counter()))
+    return tasks
 
 
 async def _drain(tasks: list[asyncio.Task[None]]) -> int:
@@ -129,40 +262,43 @@ async def run_open_loop(target: str, url: str, body: bytes, headers: Mapping[str
                         duration: float) -> StepResult:
     """POST `body` to `url` at a fixed `rate` for `duration` seconds; wait for every answer."""
     result = StepResult(target, rate, duration)
-    loop = asyncio.get_running_loop()
+    client = RawClient(url, body, {**headers, "Content-Type": "application/json"}, MAX_CONNECTIONS)
     last_done = 0.0
+    t0 = _start_time()
 
-    async with _session() as session:
-        async def fire(scheduled: float) -> None:
-            nonlocal last_done
-            start = loop.time()
-            result.sent += 1
-            result.lag_ms.append((start - scheduled) * 1000)
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-                    gateway = _server_timing_gateway(resp.headers.get("server-timing"))
-            except asyncio.CancelledError:
-                result.error("timeout")
-                raise
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                result.error(type(exc).__name__)
-                return
-            done = loop.time()
-            last_done = max(last_done, done)
-            if 200 <= status < 300:
-                result.ok += 1
-                result.latencies_ms.append((done - scheduled) * 1000)
-                result.service_ms.append((done - start) * 1000)
-                if gateway is not None:
-                    result.gateway_ms.append(gateway)
-            else:
-                result.error(f"http_{status}")
+    async def fire(due: float) -> None:
+        nonlocal last_done
+        start = time.perf_counter()
+        result.sent += 1
+        result.lag_ms.append((start - due) * 1000)
+        try:
+            status, timing, done = await client.send()
+        except asyncio.CancelledError:
+            result.error("timeout")
+            raise
+        except OSError as exc:
+            result.error(type(exc).__name__)
+            return
+        last_done = max(last_done, done)
+        if 200 <= status < 300:
+            result.ok += 1
+            second = int(done - t0)
+            result.per_second[second] = result.per_second.get(second, 0) + 1
+            result.latencies_ms.append((done - due) * 1000)
+            result.service_ms.append((done - start) * 1000)
+            gateway = _server_timing_gateway(timing.decode("latin-1") if timing else None)
+            if gateway is not None:
+                result.gateway_ms.append(gateway)
+        else:
+            result.error(f"http_{status}")
 
-        tasks, t0 = await _schedule(rate, duration, fire)
+    try:
+        tasks = await _schedule(rate, duration, fire, t0)
         await _drain(tasks)
-        result.elapsed = max(last_done - t0, duration) if last_done else duration
+    finally:
+        client.close()
+    result.on_wire = client.written
+    result.elapsed = max(last_done - t0, duration) if last_done else duration
     return result
 
 
@@ -182,13 +318,17 @@ class StreamResult:
     gaps_ms: list[float] = field(default_factory=list)
     events: list[int] = field(default_factory=list)
 
+    @property
+    def on_wire(self) -> int:
+        return self.sent  # aiohttp, no connection cap at these rates: every stream is sent
+
     def report(self) -> dict[str, Any]:
         # A gap far below the upstream's spacing means two events came out of the proxy together.
         batched_below = self.chunk_delay_ms / 4
         batched = sum(1 for gap in self.gaps_ms if gap < batched_below)
         return {
             "target": self.target, "rate": self.rate, "duration_s": self.duration,
-            "chunk_delay_ms": self.chunk_delay_ms, "sent": self.sent, "ok": self.ok,
+            "chunk_delay_ms": self.chunk_delay_ms, "sent": self.sent, "on_wire": self.on_wire, "ok": self.ok,
             "errors": self.errors, "error_kinds": self.error_kinds,
             "headers_ms": summary(self.headers_ms), "ttfb_ms": summary(self.ttfb_ms),
             "total_ms": summary(self.total_ms),
@@ -205,7 +345,6 @@ async def run_streams(target: str, url: str, body: bytes, headers: Mapping[str, 
     TTFB is the time from the scheduled send to the first SSE `data:` line read off the socket.
     """
     result = StreamResult(target, rate, duration, chunk_delay_ms)
-    loop = asyncio.get_running_loop()
 
     async with _session() as session:
         async def fire(scheduled: float) -> None:
@@ -213,7 +352,7 @@ async def run_streams(target: str, url: str, body: bytes, headers: Mapping[str, 
             arrivals: list[float] = []
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
-                    got_headers = loop.time()
+                    got_headers = time.perf_counter()
                     if resp.status != 200:
                         await resp.read()
                         result.errors += 1
@@ -221,13 +360,13 @@ async def run_streams(target: str, url: str, body: bytes, headers: Mapping[str, 
                         return
                     async for line in resp.content:
                         if line.startswith(b"data:"):
-                            arrivals.append(loop.time())
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                            arrivals.append(time.perf_counter())
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 result.errors += 1
                 kind = type(exc).__name__
                 result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
                 return
-            done = loop.time()
+            done = time.perf_counter()
             if not arrivals:
                 result.errors += 1
                 result.error_kinds["empty_stream"] = result.error_kinds.get("empty_stream", 0) + 1
@@ -236,10 +375,10 @@ async def run_streams(target: str, url: str, body: bytes, headers: Mapping[str, 
             result.headers_ms.append((got_headers - scheduled) * 1000)
             result.ttfb_ms.append((arrivals[0] - scheduled) * 1000)
             result.total_ms.append((done - scheduled) * 1000)
-            result.gaps_ms.extend((b - a) * 1000 for a, b in zip(arrivals, arrivals[1:]))
+            result.gaps_ms.extend((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
             result.events.append(len(arrivals))
 
-        tasks, _ = await _schedule(rate, duration, fire)
+        tasks = await _schedule(rate, duration, fire, _start_time())
         await _drain(tasks)
     return result
 
@@ -254,7 +393,7 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
                 async with session.get(url) as resp:
                     await resp.read()
                     return
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 last = exc
                 await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s: {last}")

@@ -75,13 +75,48 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args} exited with {proc.returncode} before listening on {port}")
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads, so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+class CpuMeter:
+    """CPU used by the target process during a step: a busy core at ~100 % while the rate falls
+    behind means the target is the limit; CPU per answered request is less sensitive to noise
+    from other processes than latency or throughput."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.cpu = cpu_seconds(pid) if pid else None
+        self.wall = time.monotonic()
+
+    def report(self, answered: int) -> dict[str, float]:
+        if self.pid is None or self.cpu is None:
+            return {}
+        cpu = cpu_seconds(self.pid)
+        if cpu is None:
+            return {}
+        used, wall = cpu - self.cpu, time.monotonic() - self.wall
+        out = {"target_cpu_pct": round(100 * used / wall, 1)}
+        if answered:
+            out["target_cpu_us_per_req"] = round(1e6 * used / answered, 1)
+        return out
 
 
 def rss_kib(pid: int) -> int | None:
@@ -100,10 +135,9 @@ class Processes:
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, argv: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(["taskset", "-c", str(core), *argv], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        log.close()
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(["taskset", "-c", str(core), *argv], stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         self.running.append((name, proc))
         return proc
 
@@ -165,7 +199,9 @@ def heliograph_cmd() -> list[str]:
 
 def create_key(db_url: str) -> str:
     out = subprocess.run([*heliograph_cmd(), "keys", "create", "--name", "bench", "--db", db_url],
-                         check=True, capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"heliograph keys create failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     return out.stdout.strip().splitlines()[-1].strip()
 
 
@@ -207,7 +243,7 @@ def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], durat
     script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers))
     argv = ["taskset", "-c", str(LOAD_CORE), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
             "--timeout", "10s", "-s", str(script), url]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
@@ -224,12 +260,29 @@ def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], durat
 
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+THREAD = re.compile(r"^thread \(\d+\): ?")
+# Inclusive time is listed for Heliograph's own functions only; the entry points include everything.
+HELIOGRAPH_FRAME = re.compile(r"\((src/)?heliograph/")
+ENTRY_FRAME = re.compile(r"heliograph/(cli/main|server)\.py|\(heliograph\)$")
+
+
+def _frame_name(frame: str) -> str:
+    match = FRAME.match(frame)
+    if not match:
+        return frame
+    path = match["file"]
+    if "site-packages/" in path or "/lib/python" in path:
+        path = "/".join(path.split("/")[-2:])
+    return f"{match['func']} ({path.replace(str(BENCH.parent) + '/', '')})"
 
 
 def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
-    """Top functions by own time and by inclusive time from py-spy's collapsed-stack output."""
+    """Samples per thread, the top functions by own samples, and Heliograph's functions by inclusive
+    samples, from py-spy's `--threads -f raw` output (one collapsed stack per line, the thread
+    first, the count last)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0
     for line in raw_path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -237,20 +290,20 @@ def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
             continue
         count = int(count_text)
         total += count
-        frames = []
-        for frame in stack.split(";")[1:]:  # the first entry names the thread
-            match = FRAME.match(frame)
-            if match:
-                path = match["file"]
-                short = "/".join(path.split("/")[-2:]) if "site-packages" in path or "/lib/python" in path else path
-                frames.append(f"{match['func']} ({short.replace(str(BENCH.parent) + '/', '')})")
-            else:
-                frames.append(frame)
-        if frames:
-            own[frames[-1]] += count
-            for name in set(frames):
-                inclusive[name] += count
-    pct = (lambda n: round(100 * n / total, 1)) if total else (lambda n: 0.0)
+        frames = stack.split(";")
+        if THREAD.match(frames[0]):
+            threads[THREAD.sub("", frames[0]) or "thread"] += count
+            frames = frames[1:]
+        names = [_frame_name(f) for f in frames]
+        if names:
+            own[names[-1]] += count
+            for name in set(names):
+                if HELIOGRAPH_FRAME.search(name) and not ENTRY_FRAME.search(name):
+                    inclusive[name] += count
+
+    def pct(n: int) -> float:
+        return round(100 * n / total, 1) if total else 0.0
     return {"samples": total,
+            "threads": [[name, pct(n)] for name, n in threads.most_common()],
             "top_own": [[name, pct(n)] for name, n in own.most_common(top)],
             "top_inclusive": [[name, pct(n)] for name, n in inclusive.most_common(top)]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 import uuid
@@ -93,7 +94,7 @@ class Proxy:
                 key_id = await self.keys.authenticate(helicone.get("helicone-auth"))
             request_id = helicone.get("helicone-request-id", "")
             if not VALID_REQUEST_ID.match(request_id):
-                request_id = str(uuid.uuid4())
+                request_id = _new_request_id()
             retry = forward_.parse_retry(helicone)
             body = await _read_body(receive)
             upstream_url = route.upstream_url if route else path + query
@@ -260,6 +261,12 @@ class Proxy:
         fallback = [(b"helicone-fallback-index", str(record.fallback_index).encode())] \
             if record.fallback_index is not None else []
         await _send_error(send, exc, client_family, record.id, extra=[*extra, *fallback])
+
+
+def _new_request_id() -> str:
+    # Not uuid4(): os.urandom releases the GIL, and with the recorder thread busy the event loop
+    # then waits ~50 µs to get it back (py-spy, bench/). Ids need to be unique, not secret.
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

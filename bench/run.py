@@ -1,0 +1,356 @@
+"""Heliograph's overhead and throughput, side by side with a direct call and a bare proxy, in one run.
+
+    python bench/run.py [--quick] [--rates 100,500,1000] [--duration 10] [--stream]
+
+Targets: `direct` (the mock upstream itself), `bare` (bench/bare_proxy.py, the floor on the same
+stack) and `heliograph` (`heliograph serve`, logging to a fresh SQLite store). Proxies run on core 1,
+the load generator, wrk and the mock upstream on core 0. See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+import procs as P
+from report import added, checks, table
+
+RESULTS = P.BENCH / "results"
+ROUTE = "/openai/v1/chat/completions"
+DIRECT_ROUTE = "/v1/chat/completions"
+UPSTREAM_KEY = "Bearer sk-bench-not-a-real-key"
+REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+STREAM_REQUEST = {"model": "gpt-4o-mini", "stream": True, "messages": [
+    {"role": "user", "content": "Count slowly from one to twelve for the benchmark please, one two three"}]}
+TARGETS = ("direct", "bare", "heliograph")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short steps (the whole run in about a minute)")
+    parser.add_argument("--rates", default="100,500,1000", help="open-loop rates in req/s [%(default)s]")
+    parser.add_argument("--duration", type=float, help="seconds per open-loop and saturation step [10; quick 2.5]")
+    parser.add_argument("--stream", action="store_true", help="also measure streaming TTFB and chunk spacing")
+    parser.add_argument("--stream-rate", type=float, default=20.0, help="streams opened per second [%(default)s]")
+    parser.add_argument("--chunk-delay", type=int, default=20, help="ms the mock waits between SSE chunks [%(default)s]")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections for saturation [%(default)s]")
+    parser.add_argument("--soak", type=float, help="seconds of the log-completeness run at 80%% of Heliograph's max "
+                                                  "[60; quick 3; 0 skips]")
+    parser.add_argument("--soak-rate", type=float, help="req/s of the soak [80%% of Heliograph's measured max]")
+    parser.add_argument("--profile", dest="profile", action="store_true", default=None,
+                        help="py-spy Heliograph during an extra saturation step [on unless --quick]")
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    args = parser.parse_args(argv)
+    args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.duration is None:
+        args.duration = 2.5 if args.quick else 10.0
+    if args.soak is None:
+        args.soak = 3.0 if args.quick else 60.0
+    if args.profile is None:
+        args.profile = not args.quick
+    return args
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def heliograph_version() -> dict[str, Any]:
+    """Which Heliograph is measured: the imported package (PYTHONPATH can point at a snapshot)."""
+    import heliograph
+    source = Path(heliograph.__file__).resolve().parent
+    git = ["git", "-C", str(source)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], check=False, capture_output=True, text=True)
+    return {"heliograph": str(source), "heliograph_version": getattr(heliograph, "__version__", "?"),
+            "git_head": head.stdout.strip() or None,
+            "src_dirty": bool(dirty.stdout.strip()) if head.returncode == 0 else None}
+
+
+def headers_for(key: str, phase: str) -> dict[str, str]:
+    # The same headers go to every target; nginx and the bare proxy ignore the Helicone ones.
+    return {"Content-Type": "application/json", "Authorization": UPSTREAM_KEY,
+            "Helicone-Auth": f"Bearer {key}", "Helicone-Property-Bench": phase}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def store_counts(db_path: Path) -> dict[str, dict[str, int]]:
+    """Rows per bench phase in the `requests` table: all of them and the 2xx ones."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT json_extract(properties, '$.bench'), count(*), "
+                          "sum(status BETWEEN 200 AND 299) FROM requests GROUP BY 1").fetchall()
+    return {str(phase): {"rows": n, "rows_2xx": int(ok or 0)} for phase, n, ok in rows}
+
+
+def journal_files(db_path: Path) -> list[str]:
+    journal = db_path.parent / "journal"
+    return sorted(str(p.relative_to(journal)) for p in journal.rglob("*") if p.is_file() and p.stat().st_size) \
+        if journal.exists() else []
+
+
+async def stop_heliograph(processes: P.Processes, proc: Any) -> int:
+    # SIGTERM: uvicorn finishes in-flight requests, then the recorder drains to the store.
+    return await asyncio.to_thread(processes.stop, proc, 120.0)
+
+
+def completeness(db_path: Path, sent: dict[str, dict[str, Any]], exit_code: int) -> dict[str, Any]:
+    """Every request Heliograph received has a row, and every one answered 2xx has a 2xx row.
+
+    For the open-loop phases `on_wire` counts requests actually written to a connection (requests
+    still queued in the generator when a step is cut off never reached Heliograph); a request the
+    generator gave up on after writing it may still be answered and logged, hence rows_2xx >= answered.
+    wrk cuts its in-flight requests at the end; those may be answered and logged too.
+    """
+    counts = store_counts(db_path)
+    phases = {}
+    complete = True
+    for phase, seen in sent.items():
+        got = counts.get(phase, {"rows": 0, "rows_2xx": 0})
+        if seen["kind"] == "wrk":
+            ok = seen["ok"] <= got["rows_2xx"] <= seen["ok"] + seen["connections"]
+        else:
+            ok = got["rows"] == seen["on_wire"] and got["rows_2xx"] >= seen["ok"]
+        complete &= ok
+        phases[phase] = {"answered": seen["ok"], "on_wire": seen.get("on_wire"), **got, "match": ok}
+    unknown = {k: v for k, v in counts.items() if k not in sent}
+    journal = journal_files(db_path)
+    return {"complete": complete and not unknown and not journal, "server_exit_code": exit_code,
+            "phases": phases, "unexpected_phases": unknown, "journal_files_left": journal}
+
+
+async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any]) -> None:
+    work = processes.workdir
+    mock_url, mock_proc = P.start_nginx(processes)
+    bare_url, bare_proc = P.start_bare(processes, "bare", mock_url)
+    db_path = work / "plain" / "heliograph.db"
+    db_path.parent.mkdir()
+    hg_url, hg_proc, key = P.start_heliograph(processes, "heliograph", mock_url, db_path)
+    await loadgen.wait_http(hg_url + "/healthz")
+    urls = {"direct": mock_url + DIRECT_ROUTE, "bare": bare_url + DIRECT_ROUTE, "heliograph": hg_url + ROUTE}
+    pids = {"direct": mock_proc.pid, "bare": bare_proc.pid, "heliograph": hg_proc.pid}
+    body = json.dumps(REQUEST).encode()
+    sent: dict[str, dict[str, Any]] = {}  # heliograph traffic per phase, for the completeness check
+    rss = {"start_kib": P.rss_kib(hg_proc.pid)}
+    say(f"mock upstream (nginx) {mock_url}, bare {bare_url}, heliograph {hg_url}; work dir {work}")
+
+    warm = 0.5 if args.quick else 1.0
+    for target in TARGETS:
+        step = await loadgen.run_open_loop(target, urls[target], body, headers_for(key, "warmup"), 200, warm)
+        if target == "heliograph":
+            sent["warmup"] = {"kind": "open", "ok": step.ok, "on_wire": step.on_wire}
+        if step.errors:
+            raise RuntimeError(f"warm-up of {target} failed: {step.error_kinds}\n{processes.log_tail(target)}")
+
+    results["open_loop"] = []
+    for rate in args.rates:
+        phase = f"open-{rate:g}"
+        for target in TARGETS:
+            gc.collect()
+            await asyncio.sleep(0.5)  # let the previous target settle (Heliograph flushes its recorder)
+            meter = P.CpuMeter(pids[target])
+            step = await loadgen.run_open_loop(target, urls[target], body, headers_for(key, phase), rate, args.duration)
+            report = step.report() | meter.report(step.ok)
+            results["open_loop"].append(report)
+            if target == "heliograph":
+                sent[phase] = {"kind": "open", "ok": step.ok, "on_wire": step.on_wire}
+            lat = report["latency_ms"]
+            say(f"  open {rate:>6g}/s {target:<10} achieved {report['achieved_rps']:>7.1f}/s  err {step.errors:<4} "
+                f"p50 {lat['p50']:7.3f}  p90 {lat['p90']:7.3f}  p99 {lat['p99']:7.3f} ms")
+
+    results["saturation"] = []
+    for target in TARGETS:
+        await asyncio.sleep(0.5)
+        meter = P.CpuMeter(pids[target])
+        report = await asyncio.to_thread(P.run_wrk, work, urls[target], body, headers_for(key, "wrk"),
+                                         args.duration, args.connections)
+        report |= {"target": target, **meter.report(report["ok"])}
+        results["saturation"].append(report)
+        if target == "heliograph":
+            sent["wrk"] = {"kind": "wrk", "ok": report["ok"], "connections": args.connections}
+        say(f"  saturation {target:<10} {report['max_rps']:>8.1f} req/s  err {report['errors']:<4} "
+            f"p50 {report['latency_ms']['p50']:.2f}  p99 {report['latency_ms']['p99']:.2f} ms "
+            f"({args.connections} connections)")
+    rss["after_saturation_kib"] = P.rss_kib(hg_proc.pid)
+
+    hg_max = next(r["max_rps"] for r in results["saturation"] if r["target"] == "heliograph")
+    if args.soak > 0:
+        rate = args.soak_rate or max(10.0, round(0.8 * hg_max))
+        await asyncio.sleep(1.0)
+        meter = P.CpuMeter(hg_proc.pid)
+        step = await loadgen.run_open_loop("heliograph", urls["heliograph"], body, headers_for(key, "soak"),
+                                           rate, args.soak)
+        results["soak"] = step.report() | meter.report(step.ok)
+        sent["soak"] = {"kind": "open", "ok": step.ok, "on_wire": step.on_wire}
+        lat = results["soak"]["latency_ms"]
+        say(f"  soak: {rate:g}/s for {args.soak:g} s, achieved {results['soak']['achieved_rps']}/s, "
+            f"err {step.errors}, p50 {lat['p50']:.3f} p99 {lat['p99']:.3f} ms")
+    rss["end_kib"] = P.rss_kib(hg_proc.pid)
+    results["heliograph_rss"] = rss
+
+    if args.profile:
+        results["profile"] = await profile(args, processes, hg_proc.pid, urls["heliograph"], body, key, sent)
+
+    exit_code = await stop_heliograph(processes, hg_proc)
+    results["completeness"] = completeness(db_path, sent, exit_code)
+    say(f"  log completeness: {'OK' if results['completeness']['complete'] else 'MISMATCH'} "
+        f"{json.dumps(results['completeness']['phases'])}")
+    processes.stop(bare_proc)
+
+
+PROFILE_MODES: tuple[tuple[str, list[str]], ...] = (
+    # Who holds the GIL: where the CPU goes, by thread.
+    ("gil", ["--gil"]),
+    # Every non-idle sample, GIL holder or not: shows where the event loop waits for the GIL.
+    ("all", []),
+)
+
+
+async def profile(args: argparse.Namespace, processes: P.Processes, pid: int, url: str, body: bytes,
+                  key: str, sent: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """py-spy Heliograph during extra saturation steps (not the ones whose numbers are reported)."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        say("  (py-spy not installed: pip install py-spy to profile Heliograph at saturation)")
+        return {"skipped": "py-spy not installed"}
+    seconds = max(3, round(min(args.duration, 8)))
+    out: dict[str, Any] = {}
+    RESULTS.mkdir(exist_ok=True)
+    for mode, flags in PROFILE_MODES:
+        raw = processes.workdir / f"heliograph-profile-{mode}.txt"
+        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", *flags, "-r", "250",
+                                                 "-d", str(seconds + 1), "-f", "raw", "-o", str(raw), "-p", str(pid)],
+                              P.LOAD_CORE)
+        try:
+            await asyncio.sleep(0.5)
+            report = await asyncio.to_thread(P.run_wrk, processes.workdir, url, body,
+                                             headers_for(key, f"profile-{mode}"), seconds,
+                                             args.connections)
+            sent[f"profile-{mode}"] = {"kind": "wrk", "ok": report["ok"], "connections": args.connections}
+            await asyncio.to_thread(spy.wait, 60)
+        finally:
+            processes.stop(spy)
+        if not raw.exists():
+            out[mode] = {"skipped": f"py-spy failed: {processes.log_tail(f'py-spy-{mode}')}"}
+            continue
+        shutil.copy(raw, RESULTS / raw.name)
+        out[mode] = P.profile_summary(raw) | {"rps_while_profiled": report["max_rps"]}
+        say(f"  py-spy ({mode}) {seconds} s at saturation ({report['max_rps']} req/s while sampled), "
+            f"{out[mode]['samples']} samples -> bench/results/{raw.name}")
+    return out
+
+
+async def streaming(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any]) -> None:
+    work = processes.workdir
+    fake_url, fake_proc = P.start_fake_upstream(processes)
+    bare_url, bare_proc = P.start_bare(processes, "bare-stream", fake_url)
+    db_path = work / "stream" / "heliograph.db"
+    db_path.parent.mkdir()
+    hg_url, hg_proc, key = P.start_heliograph(processes, "heliograph-stream", fake_url, db_path)
+    await loadgen.wait_http(hg_url + "/healthz")
+    urls = {"direct": fake_url + DIRECT_ROUTE, "bare": bare_url + DIRECT_ROUTE, "heliograph": hg_url + ROUTE}
+    body = json.dumps(STREAM_REQUEST).encode()
+    sent: dict[str, dict[str, Any]] = {}
+    say(f"mock upstream (heliograph.testing, chunk-delay={args.chunk_delay} ms) {fake_url}")
+
+    def hdrs(phase: str) -> dict[str, str]:
+        return headers_for(key, phase) | {"X-Fake-Scenario": f"chunk-delay={args.chunk_delay}"}
+
+    for target in TARGETS:  # warm-up: open the connections
+        step = await loadgen.run_streams(target, urls[target], body, hdrs("warmup"), 10, 0.5, args.chunk_delay)
+        if target == "heliograph":
+            sent["warmup"] = {"kind": "open", "ok": step.ok, "on_wire": step.on_wire}
+        if step.errors:
+            raise RuntimeError(f"stream warm-up of {target} failed: {step.error_kinds}")
+    results["streaming"] = []
+    for target in TARGETS:
+        await asyncio.sleep(0.5)
+        step = await loadgen.run_streams(target, urls[target], body, hdrs("stream"), args.stream_rate,
+                                         args.duration, args.chunk_delay)
+        report = step.report()
+        results["streaming"].append(report)
+        if target == "heliograph":
+            sent["stream"] = {"kind": "open", "ok": step.ok, "on_wire": step.on_wire}
+        say(f"  stream {target:<10} ok {step.ok:<5} err {step.errors:<3} TTFB p50 {report['ttfb_ms']['p50']:.3f} "
+            f"p90 {report['ttfb_ms']['p90']:.3f} ms; gaps min {report['gap_ms']['min']:.2f} ms, "
+            f"batched {report['batched_gaps']}/{report['gaps']}")
+    exit_code = await stop_heliograph(processes, hg_proc)
+    results["stream_completeness"] = completeness(db_path, sent, exit_code)
+    say(f"  stream log completeness: {'OK' if results['stream_completeness']['complete'] else 'MISMATCH'}")
+    processes.stop(bare_proc)
+    processes.stop(fake_proc)
+
+
+async def bench(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any]) -> None:
+    await nonstreaming(args, processes, results)
+    if args.stream:
+        await streaming(args, processes, results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("needs 2 cores: the proxy on core 1, load and mock on core 0")
+    os.sched_setaffinity(0, {P.LOAD_CORE})  # the harness is the load generator
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminate)
+
+    workdir = Path(tempfile.mkdtemp(prefix="heliograph-bench-"))
+    processes = P.Processes(workdir)
+    results: dict[str, Any] = {"meta": {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick, "rates": args.rates,
+        "duration_s": args.duration, "stream": args.stream, "loadavg_before": loadavg(),
+        "python": platform.python_version(), "cpus": os.cpu_count(), **heliograph_version()}}
+    status = 0
+    try:
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(bench(args, processes, results))
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        status = 130
+    except Exception as exc:  # noqa: BLE001 - report, show the servers' logs, and still clean up
+        say(f"bench failed: {type(exc).__name__}: {exc}")
+        for name, _ in processes.running:
+            say(f"--- {name} log tail ---\n{processes.log_tail(name)}")
+        status = 1
+    finally:
+        processes.stop_all()
+        if args.keep or status:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["meta"]["loadavg_after"] = loadavg()
+    results["added"] = added(results)
+    judged = checks(results)
+    results["checks"] = [{"check": n, "pass": ok, "detail": d} for n, ok, d in judged]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    say(table(results, judged))
+    say(f"\nJSON: {RESULTS / 'latest.json'}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
