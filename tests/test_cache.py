@@ -199,3 +199,13 @@ def test_same_facts() -> None:
     assert same_facts("user: convert 5 miles to km", "user: Convert 5 miles into km")
     assert not same_facts("user: convert 5 miles to km", "user: convert 6 miles to km")
     assert not same_facts("user: is it safe", "user: isn't it safe")
+
+
+def test_semantic_cache_without_an_embeddings_key_is_a_clear_400(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    r = httpx.post(gw.url + "/anthropic/v1/messages", headers={**gw.auth, "x-api-key": "sk-ant",
+                   "anthropic-version": "2023-06-01", "Helicone-Cache-Semantic": "true"},
+                   json={"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "HELIOGRAPH_PROVIDER_KEY_OPENAI" in r.json()["error"]["message"]
+    assert gw.record(r.headers["helicone-id"])["response_status"] == 400

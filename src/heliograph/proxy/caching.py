@@ -9,6 +9,7 @@ the client's own API format are stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -64,13 +65,18 @@ class Embedder:
                              "or set HELIOGRAPH_PROVIDER_KEY_OPENAI.")
         body = orjson.dumps({"model": self.model, "input": text, "dimensions": EMBEDDING_DIMENSIONS,
                              "encoding_format": "float"})
-        async with session.post(self.url, data=body, headers={"authorization": secret,
-                                                              "content-type": "application/json"}) as response:
-            payload = await response.read()
-            if response.status != 200:
-                raise StateUnavailable(f"embeddings answered {response.status}")
-        vector = orjson.loads(payload)["data"][0]["embedding"]
-        return [float(x) for x in vector]
+        # Any failure here makes the lookup a miss: the call itself can still be answered.
+        try:
+            async with session.post(self.url, data=body, headers={"authorization": secret,
+                                                                  "content-type": "application/json"}) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    raise StateUnavailable(f"embeddings answered {response.status}")
+            vector = orjson.loads(payload)["data"][0]["embedding"]
+            return [float(x) for x in vector]
+        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, KeyError, IndexError,
+                TypeError, ValueError) as exc:
+            raise StateUnavailable(f"embeddings failed: {type(exc).__name__}: {exc}") from None
 
 
 _NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")

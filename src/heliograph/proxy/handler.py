@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -24,6 +25,8 @@ from . import forward as forward_
 from .auth import KEY_PREFIX, KeyCache
 from .metrics import ProxyMetrics
 from .relay import Receive, Scope, Send, relay
+
+log = logging.getLogger("heliograph.proxy")
 
 # Not forwarded: they describe one hop, or the client's connection to us.
 HOP_BY_HOP = frozenset({
@@ -136,6 +139,19 @@ class Proxy:
                     return
             upstream_headers = await self._forward(scope, receive, send, targets, retry, record, started,
                                                    strip_usage, family, extra)
+        except GatewayError as exc:
+            record.status, record.error, record.response_body = exc.status, "refused", exc.body(family)
+            await _send_error(send, exc, family, record.id, extra=extra)
+        except Exception as exc:
+            # A bug of ours: counted, logged with its stack, and the client still gets an answer
+            # in its SDK's shape if nothing was sent yet; never a bare 500 page.
+            log.exception("internal error while proxying %s", record.id)
+            record.error = "internal_error"
+            if record.status == 0:
+                record.status = 500
+                await _send_error(send, GatewayError(f"Heliograph failed to proxy this request "
+                                                     f"({type(exc).__name__}); see the gateway log for {record.id}."),
+                                  family, record.id)
         finally:
             record.latency_ms = (time.perf_counter() - started) * 1000
             self.submit(record)
