@@ -117,3 +117,17 @@ def test_demo_sends_varied_traffic_and_records_it(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM requests WHERE status >= 400").fetchone()[0] > 0
         assert conn.execute("SELECT count(DISTINCT user_id) FROM requests").fetchone()[0] > 5
         assert conn.execute("SELECT count(*) FROM requests WHERE cost > 0").fetchone()[0] > 50
+
+
+def test_unauthenticated_mode_on_loopback_proxies_and_records(fake: FakeUpstream, tmp_path: Path) -> None:
+    from .conftest import start_gateway
+    gw = start_gateway(tmp_path, fake.url, extra_env={"HELIOGRAPH_ALLOW_UNAUTHENTICATED": "true"})
+    try:
+        r = httpx.post(gw.url + "/openai/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer k"})
+        assert r.status_code == 200
+        assert gw.record(r.headers["helicone-id"])["key_id"] is None
+        bad = httpx.post(gw.url + "/openai/v1/chat/completions", json=CHAT,
+                         headers={"Authorization": "Bearer k", "Helicone-Auth": "Bearer sk-hg-wrong"})
+        assert bad.status_code == 401, "a key that is sent must still be valid"
+    finally:
+        gw.stop()

@@ -132,3 +132,32 @@ def test_journal_replay_is_idempotent(tmp_path: Path, count: int) -> None:
     assert journal.replay(lambda batch: written.extend(r.id for r in batch)) == 3
     assert written == ["id-0", "id-1", "id-2"] and journal.size_bytes() == 0
     assert journal.replay(lambda batch: written.extend(r.id for r in batch)) == count
+
+
+def test_a_full_queue_spills_to_the_journal_and_nothing_is_lost(tmp_path: Path) -> None:
+    from heliograph.recording.journal import Journal
+    from heliograph.recording.record import RawRecord
+    from heliograph.recording.recorder import Recorder
+
+    written: list[str] = []
+    store_open = threading.Event()
+
+    def insert(rows: list[dict[str, object]]) -> None:
+        if not store_open.is_set():
+            raise sqlite3.OperationalError("database is locked")
+        written.extend(str(row["id"]) for row in rows)
+
+    recorder = Recorder(insert, Journal(tmp_path / "journal"), overrides={}, queue_size=2, batch_size=4,
+                        flush_ms=10, drain_timeout=5)
+    recorder.start()
+    ids = [f"r{n}" for n in range(50)]
+    started = time.perf_counter()
+    for request_id in ids:
+        recorder.submit(RawRecord(id=request_id, created_at=time.time(), provider="openai", family="openai",
+                                  method="POST", path="/v1/chat/completions", target_url="", key_id=None,
+                                  helicone={}, request_body=b"{}", status=200, response_body=b"{}"))
+    assert time.perf_counter() - started < 1, "submit must never wait for the store"
+    assert recorder.journaled > 0
+    store_open.set()
+    recorder.close()
+    assert sorted(written) == sorted(ids)
