@@ -248,20 +248,18 @@ def helicone_fallbacks(raw: str, path_and_query: str, allowed: frozenset[str],
     for index, item in enumerate(_json_list(raw, "Helicone-Fallbacks")):
         if not isinstance(item, dict) or not {"target-url", "headers", "onCodes"} <= set(item):
             raise BadRequest(f"Helicone-Fallbacks[{index}] must have target-url, headers and onCodes.")
-        found = routes.gateway_target(str(item["target-url"]), allowed)
-        if isinstance(found, str):
-            raise BadRequest(f"Helicone-Fallbacks[{index}]: {found}")
+        provider = routes.gateway_provider(str(item["target-url"]), allowed, providers)
+        if isinstance(provider, str):
+            raise BadRequest(f"Helicone-Fallbacks[{index}]: {provider}")
         headers = item["headers"]
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise BadRequest(f"Helicone-Fallbacks[{index}].headers must be an object of strings.")
         codes = _codes(item["onCodes"], index)
-        known = providers.get(found.provider)
-        origin = known.origin if known and found.provider in routes.PROVIDERS and known.origin else found.origin
         override = item.get("bodyKeyOverride")
         if override is not None and not isinstance(override, dict):
             raise BadRequest(f"Helicone-Fallbacks[{index}].bodyKeyOverride must be an object.")
         targets.append(Target(
-            routes.Provider(found.provider, origin, found.family), origin + path_and_query,
+            provider, provider.origin + path_and_query,
             list(headers.items()), b"", fallback_index=index,
             falls_back_on=lambda status, codes=codes: status is None or status in codes,  # type: ignore[misc]
             body_override=override))

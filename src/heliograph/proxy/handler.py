@@ -207,12 +207,10 @@ class Proxy:
             target = helicone.get("helicone-target-url")
             if not target:
                 raise BadRequest("Missing Helicone-Target-URL header: /gateway/* forwards to the origin it names.")
-            found = routes.gateway_target(target, self.gateway_allow)
+            found = routes.gateway_provider(target, self.gateway_allow, self.providers)
             if isinstance(found, str):
                 raise BadRequest(found)
-            known = self.providers.get(found.provider)
-            origin = known.origin if known and known.origin and found.provider in routes.PROVIDERS else found.origin
-            provider = routes.Provider(found.provider, origin, found.family)
+            provider = found
         elif prefix == "azure" or (prefix == "openai" and "helicone-openai-api-base" in helicone):
             api_base = helicone.get("helicone-openai-api-base", "")
             azure = routes.azure_origin(api_base)

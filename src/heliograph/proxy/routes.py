@@ -120,6 +120,21 @@ class GatewayTarget:
     family: str
 
 
+def gateway_provider(target_url: str, allowed_origins: frozenset[str],
+                     providers: dict[str, Provider]) -> Provider | str:
+    """The provider a Helicone-Target-URL reaches, or why it is refused.
+
+    A known provider's host goes to that provider's upstream, so HELIOGRAPH_UPSTREAM_<PROVIDER>
+    (an egress proxy, a test double) applies to the gateway too.
+    """
+    found = gateway_target(target_url, allowed_origins)
+    if isinstance(found, str):
+        return found
+    known = providers.get(found.provider)
+    origin = known.origin if known and known.origin and found.provider in PROVIDERS else found.origin
+    return Provider(found.provider, origin, found.family)
+
+
 def gateway_target(target_url: str, allowed_origins: frozenset[str]) -> GatewayTarget | str:
     """The upstream for /gateway/*, or the reason it is refused.
 
