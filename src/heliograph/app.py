@@ -58,6 +58,10 @@ class Heliograph:
               registry=self.registry).set_function(lambda: self.recorder.queue_depth)
         Gauge("heliograph_journal_bytes", "Size of the disk journal of records waiting for the store.",
               registry=self.registry).set_function(lambda: self.recorder.journal.size_bytes())
+        Gauge("heliograph_recorder_written", "Records written to the store since start.",
+              registry=self.registry).set_function(lambda: self.recorder.written)
+        Gauge("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without bodies).",
+              registry=self.registry).set_function(lambda: self.recorder.internal_errors)
         self.web = Starlette(routes=[
             Route("/", self.landing),
             Route("/healthz", self.healthz),
