@@ -7,6 +7,8 @@ was (`lag_ms`) is reported beside, so a generator that could not keep up is visi
 
 `run_open_loop` measures non-streaming calls with a minimal keep-alive client (asyncio protocol +
 httptools, the parser uvicorn uses), cheap enough to push a few thousand calls a second from one core;
+it can count the values of chosen response headers (`watch`, e.g. `Helicone-Cache: HIT`) and give
+every request a body of its own (`vary`: a placeholder replaced by a unique number of the same width);
 `run_streams` (aiohttp) measures time to first byte of SSE streams and the gaps between the events as
 they arrive, to see whether a proxy batches chunks. All times come from `time.perf_counter()` (the
 event loop's clock only has millisecond resolution under uvloop).
@@ -30,6 +32,8 @@ import httptools
 REQUEST_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 15.0
 MAX_CONNECTIONS = 1000
+# Unique across every varied request of this process, so no two steps ever repeat a body.
+_NONCE = itertools.count(1)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -63,6 +67,7 @@ class StepResult:
     lag_ms: list[float] = field(default_factory=list)
     gateway_ms: list[float] = field(default_factory=list)
     per_second: dict[int, int] = field(default_factory=dict)  # answers by second since t0
+    headers_seen: dict[str, int] = field(default_factory=dict)  # "name: value" of watched headers, 2xx answers
     elapsed: float = 0.0
 
     def error(self, kind: str) -> None:
@@ -80,6 +85,8 @@ class StepResult:
         }
         if self.gateway_ms:
             out["server_timing_gateway_ms"] = summary(self.gateway_ms)
+        if self.headers_seen:
+            out["headers_seen"] = dict(sorted(self.headers_seen.items()))
         if self.per_second:
             out["answered_per_second"] = [self.per_second.get(i, 0) for i in range(max(self.per_second) + 1)]
         return out
@@ -106,8 +113,9 @@ class _Connection(asyncio.Protocol):
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[tuple[int, bytes | None, float]] | None = None
+        self.waiter: asyncio.Future[Answer] | None = None
         self.timing: bytes | None = None
+        self.watched: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,14 +128,17 @@ class _Connection(asyncio.Protocol):
             self._fail(exc)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"server-timing":
+        lower = name.lower()
+        if lower == b"server-timing":
             self.timing = value
+        elif lower in self.client.watch:
+            self.watched.append(lower + b": " + value)
 
     def on_message_complete(self) -> None:
         done = time.perf_counter()
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_result((self.parser.get_status_code(), self.timing, done))
+            waiter.set_result((self.parser.get_status_code(), self.timing, done, self.watched))
         if self.parser.should_keep_alive():
             self.client.release(self)
         else:
@@ -148,16 +159,31 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+Answer = tuple[int, bytes | None, float, list[bytes]]  # status, Server-Timing, completion time, watched headers
+
+
 class RawClient:
     """A minimal keep-alive pool that sends one prebuilt request: cheap enough per call that the
-    generator, not the target, is rarely what limits or colours a measurement."""
+    generator, not the target, is rarely what limits or colours a measurement.
 
-    def __init__(self, url: str, body: bytes, headers: Mapping[str, str], max_connections: int) -> None:
+    With `vary`, the placeholder (once in the body) is replaced on every send by a unique decimal
+    number of the same width, so every request has a body of its own and the same length.
+    """
+
+    def __init__(self, url: str, body: bytes, headers: Mapping[str, str], max_connections: int,
+                 watch: tuple[str, ...] = (), vary: bytes | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         lines = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}",
                  *(f"{k}: {v}" for k, v in headers.items())]
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self.watch = frozenset(name.lower().encode("latin-1") for name in watch)
+        self.vary_width = 0
+        if vary is not None:
+            if body.count(vary) != 1:
+                raise ValueError(f"the vary placeholder {vary!r} must occur exactly once in the body")
+            self.vary_width = len(vary)
+            self.head, _, self.tail = self.request.rpartition(vary)
         self.max_connections = max_connections
         self.idle: list[_Connection] = []
         self.waiting: deque[asyncio.Future[_Connection]] = deque()
@@ -190,16 +216,23 @@ class RawClient:
                 return
         self.idle.append(conn)
 
-    async def send(self) -> tuple[int, bytes | None, float]:
-        """Send the request once; returns status, Server-Timing header and the completion time."""
+    async def send(self) -> Answer:
+        """Send the request once; returns status, Server-Timing header, the completion time and
+        the watched headers (`name: value`, name lower-cased)."""
         conn = await self._acquire()
         assert conn.transport is not None
         waiter = asyncio.get_running_loop().create_future()
         conn.waiter, conn.timing = waiter, None
-        conn.transport.write(self.request)
+        if self.watch:
+            conn.watched = []
+        if self.vary_width:
+            nonce = b"%0*d" % (self.vary_width, next(_NONCE))
+            conn.transport.write(self.head + nonce + self.tail)
+        else:
+            conn.transport.write(self.request)
         self.written += 1
         try:
-            answer: tuple[int, bytes | None, float] = await waiter
+            answer: Answer = await waiter
         except BaseException:
             self.connections.discard(conn)
             conn.closed = True
@@ -259,10 +292,14 @@ def _session(connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
 
 
 async def run_open_loop(target: str, url: str, body: bytes, headers: Mapping[str, str], rate: float,
-                        duration: float) -> StepResult:
-    """POST `body` to `url` at a fixed `rate` for `duration` seconds; wait for every answer."""
+                        duration: float, watch: tuple[str, ...] = (), vary: bytes | None = None) -> StepResult:
+    """POST `body` to `url` at a fixed `rate` for `duration` seconds; wait for every answer.
+
+    `watch`: response headers whose values are counted over the 2xx answers (`headers_seen`);
+    `vary`: a placeholder in `body` replaced by a unique number on every request.
+    """
     result = StepResult(target, rate, duration)
-    client = RawClient(url, body, {**headers, "Content-Type": "application/json"}, MAX_CONNECTIONS)
+    client = RawClient(url, body, {**headers, "Content-Type": "application/json"}, MAX_CONNECTIONS, watch, vary)
     last_done = 0.0
     t0 = _start_time()
 
@@ -272,7 +309,7 @@ async def run_open_loop(target: str, url: str, body: bytes, headers: Mapping[str
         result.sent += 1
         result.lag_ms.append((start - due) * 1000)
         try:
-            status, timing, done = await client.send()
+            status, timing, done, watched = await client.send()
         except asyncio.CancelledError:
             result.error("timeout")
             raise
@@ -289,6 +326,9 @@ async def run_open_loop(target: str, url: str, body: bytes, headers: Mapping[str
             gateway = _server_timing_gateway(timing.decode("latin-1") if timing else None)
             if gateway is not None:
                 result.gateway_ms.append(gateway)
+            for seen in watched:
+                text = seen.decode("latin-1")
+                result.headers_seen[text] = result.headers_seen.get(text, 0) + 1
         else:
             result.error(f"http_{status}")
 

@@ -205,13 +205,17 @@ def create_key(db_url: str) -> str:
     return out.stdout.strip().splitlines()[-1].strip()
 
 
-def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path) -> tuple[str, subprocess.Popen[bytes], str]:
-    """A fresh store, a key in it, and `heliograph serve` on the proxy core. Returns url, process, key."""
+def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path,
+                     extra_env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes], str]:
+    """A fresh store, a key in it, and `heliograph serve` on the proxy core. Returns url, process, key.
+
+    `extra_env`: more `HELIOGRAPH_*` settings (e.g. `HELIOGRAPH_REDIS_URL`); any others in the
+    harness's own environment are dropped."""
     db_url = f"sqlite:///{db_path}"
     key = create_key(db_url)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")}
-    env |= {"HELIOGRAPH_UPSTREAM_OPENAI": upstream, "HELIOGRAPH_LOG_LEVEL": "warning"}
+    env |= {"HELIOGRAPH_UPSTREAM_OPENAI": upstream, "HELIOGRAPH_LOG_LEVEL": "warning", **(extra_env or {})}
     proc = procs.start(name, [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url], PROXY_CORE, env)
     wait_port(port, proc)
     return f"http://127.0.0.1:{port}", proc, key
@@ -221,6 +225,7 @@ WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.body = [==[{body}]==]
 {headers}
+{dynamic}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -231,16 +236,39 @@ done = function(summary, latency, requests)
 end
 """
 
+# With `vary`: every request gets a body of its own (a per-call tag plus a counter in place of the
+# placeholder, same length). wrk then calls this function per request instead of reusing one buffer.
+WRK_VARY = """\
+local head, tail = [==[{head}]==], [==[{tail}]==]
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, head .. string.format("{tag}%0{digits}d", n) .. tail)
+end
+"""
+_wrk_calls = 0
+
 
 def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], duration: float,
-            connections: int) -> dict[str, Any]:
-    """Closed-loop saturation with wrk (one thread, on the load core). Returns its numbers."""
+            connections: int, vary: bytes | None = None) -> dict[str, Any]:
+    """Closed-loop saturation with wrk (one thread, on the load core). Returns its numbers.
+
+    `vary`: a placeholder in `body` replaced by a unique value on every request (see WRK_VARY)."""
+    global _wrk_calls
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (the saturation load generator)")
     lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    dynamic = ""
+    if vary is not None:
+        _wrk_calls += 1
+        tag = f"W{_wrk_calls:03d}"  # the open-loop generator's nonces are all digits: never the same body
+        head, sep, tail = body.decode().partition(vary.decode())
+        if not sep or vary.decode() in tail or len(vary) <= len(tag):
+            raise ValueError(f"the vary placeholder {vary!r} must occur once in the body")
+        dynamic = WRK_VARY.format(head=head, tail=tail, tag=tag, digits=len(vary) - len(tag))
     script = workdir / "wrk.lua"
-    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers))
+    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers, dynamic=dynamic))
     argv = ["taskset", "-c", str(LOAD_CORE), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
             "--timeout", "10s", "-s", str(script), url]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)
@@ -257,6 +285,51 @@ def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], durat
         "max_rps": round(ok / seconds, 1),
         "latency_ms": {f"p{q}": raw[f"p{q}_us"] / 1000 for q in (50, 90, 99)} | {"max": raw["max_us"] / 1000},
     }
+
+
+def redis_probe(url: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Does the (already running) Redis at `url` answer PING? Returns (info, None) or (None, why).
+
+    The bench never starts or stops Redis; it only uses it, under a key prefix of its own.
+    `pid` is set only when that process is visible here as a redis-server (then its CPU is metered)."""
+    try:
+        import redis
+    except ImportError as exc:
+        return None, f"redis-py not importable: {exc}"
+    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        if not client.ping():
+            return None, "PING did not answer PONG"
+        info = client.info("server")
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip the Redis rows"
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    pid = info.get("process_id")
+    try:
+        visible = Path(f"/proc/{pid}/comm").read_text().strip().startswith("redis")
+    except (OSError, TypeError):
+        visible = False
+    return {"url": url, "version": info.get("redis_version"), "pid": pid if visible else None}, None
+
+
+def redis_forget(url: str, prefix: str) -> int:
+    """Delete this run's keys (every key under `prefix`, nothing else). Returns how many."""
+    import redis
+    client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=prefix.replace("*", r"\*") + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.unlink(*batch)
+    finally:
+        client.close()
+    return deleted
 
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")

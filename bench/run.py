@@ -1,10 +1,12 @@
 """Heliograph's overhead and throughput, side by side with a direct call and a bare proxy, in one run.
 
-    python bench/run.py [--quick] [--rates 100,500,1000] [--duration 10] [--stream]
+    python bench/run.py [--quick] [--rates 100,500,1000] [--duration 10] [--stream] [--controls]
 
 Targets: `direct` (the mock upstream itself), `bare` (bench/bare_proxy.py, the floor on the same
 stack) and `heliograph` (`heliograph serve`, logging to a fresh SQLite store). Proxies run on core 1,
-the load generator, wrk and the mock upstream on core 0. See bench/README.md for what each number means.
+the load generator, wrk and the mock upstream on core 0. The controls phase (bench/controls.py) measures
+caching and rate limiting, with in-process and with Redis state. See bench/README.md for what each
+number means.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
 import procs as P
-from report import added, checks, table
+from controls import controls
+from report import added, checks, controls_summary, table
 
 RESULTS = P.BENCH / "results"
 ROUTE = "/openai/v1/chat/completions"
@@ -56,9 +59,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", dest="profile", action="store_true", default=None,
                         help="py-spy Heliograph during an extra saturation step [on unless --quick]")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--controls", dest="controls", action="store_true", default=None,
+                        help="also measure cache hit / cache miss / rate limit, in-process and Redis [on unless --quick]")
+    parser.add_argument("--no-controls", dest="controls", action="store_false")
+    parser.add_argument("--controls-only", action="store_true",
+                        help="only the controls phase (no overhead, soak, profile or streaming steps)")
+    parser.add_argument("--controls-rates", default="300,500", help="open-loop rates of the controls phase [%(default)s]")
+    parser.add_argument("--controls-duration", type=float, help="seconds per controls step [4; quick 1.5]")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                        help="an already running Redis for the controls phase; never started or stopped here "
+                             "[%(default)s]")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    args.controls_rates = [float(r) for r in args.controls_rates.split(",") if r.strip()]
+    if args.controls_only:
+        args.controls = True
+    if args.controls is None:
+        args.controls = not args.quick
+    if args.controls_duration is None:
+        args.controls_duration = 1.5 if args.quick else 4.0
     if args.duration is None:
         args.duration = 2.5 if args.quick else 10.0
     if args.soak is None:
@@ -70,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def uptime() -> str:
+    out = subprocess.run(["uptime"], check=False, capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def heliograph_version() -> dict[str, Any]:
@@ -95,11 +120,12 @@ def say(text: str) -> None:
 
 
 def store_counts(db_path: Path) -> dict[str, dict[str, int]]:
-    """Rows per bench phase in the `requests` table: all of them and the 2xx ones."""
+    """Rows per bench phase in the `requests` table: all of them, the 2xx ones, the cache hits."""
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT json_extract(properties, '$.bench'), count(*), "
-                          "sum(status BETWEEN 200 AND 299) FROM requests GROUP BY 1").fetchall()
-    return {str(phase): {"rows": n, "rows_2xx": int(ok or 0)} for phase, n, ok in rows}
+        rows = db.execute("SELECT json_extract(properties, '$.bench'), count(*), sum(status BETWEEN 200 AND 299), "
+                          "sum(cache_reference_id IS NOT NULL) FROM requests GROUP BY 1").fetchall()
+    return {str(phase): {"rows": n, "rows_2xx": int(ok or 0), "rows_cached": int(hits or 0)}
+            for phase, n, ok, hits in rows}
 
 
 def journal_files(db_path: Path) -> list[str]:
@@ -138,9 +164,9 @@ def completeness(db_path: Path, sent: dict[str, dict[str, Any]], exit_code: int)
             "phases": phases, "unexpected_phases": unknown, "journal_files_left": journal}
 
 
-async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any]) -> None:
+async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any],
+                       mock_url: str, mock_proc: Any) -> None:
     work = processes.workdir
-    mock_url, mock_proc = P.start_nginx(processes)
     bare_url, bare_proc = P.start_bare(processes, "bare", mock_url)
     db_path = work / "plain" / "heliograph.db"
     db_path.parent.mkdir()
@@ -301,8 +327,14 @@ async def streaming(args: argparse.Namespace, processes: P.Processes, results: d
 
 
 async def bench(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any]) -> None:
-    await nonstreaming(args, processes, results)
-    if args.stream:
+    mock_url, mock_proc = P.start_nginx(processes)
+    if not args.controls_only:
+        await nonstreaming(args, processes, results, mock_url, mock_proc)
+    if args.controls:
+        await controls(args, processes, results, mock_url, mock_proc.pid, request=REQUEST, route=ROUTE,
+                       direct_route=DIRECT_ROUTE, headers_for=headers_for, completeness=completeness, say=say)
+    processes.stop(mock_proc)
+    if args.stream and not args.controls_only:
         await streaming(args, processes, results)
 
 
@@ -320,9 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     processes = P.Processes(workdir)
     results: dict[str, Any] = {"meta": {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick, "rates": args.rates,
-        "duration_s": args.duration, "stream": args.stream, "loadavg_before": loadavg(),
+        "duration_s": args.duration, "stream": args.stream, "controls": args.controls,
+        "controls_only": args.controls_only, "loadavg_before": loadavg(), "uptime_before": uptime(),
         "python": platform.python_version(), "cpus": os.cpu_count(), **heliograph_version()}}
     status = 0
+    wall_start = time.monotonic()
     try:
         import uvloop
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -342,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["loadavg_after"] = loadavg()
+    results["meta"]["uptime_after"] = uptime()
+    results["meta"]["wall_s"] = round(time.monotonic() - wall_start, 1)
     results["added"] = added(results)
+    if "controls" in results:
+        results["controls"] |= controls_summary(results["controls"])
     judged = checks(results)
     results["checks"] = [{"check": n, "pass": ok, "detail": d} for n, ok, d in judged]
     RESULTS.mkdir(exist_ok=True)
