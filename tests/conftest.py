@@ -122,15 +122,23 @@ def fresh_fake(fake: FakeUpstream) -> FakeUpstream:
 
 # -- PostgreSQL (DESIGN §5): a fresh schema per use, so runs never see each other's rows ----------
 
-def postgres_base_url() -> str:
-    """HELIOGRAPH_TEST_POSTGRES_URL; skips the test when unset, fails it when CI is set."""
-    url = os.environ.get("HELIOGRAPH_TEST_POSTGRES_URL")
+def service_url(variable: str, example: str, what: str) -> str:
+    """A test service's URL from the environment; skips the test when unset, fails it when CI is set."""
+    url = os.environ.get(variable)
     if not url:
         if os.environ.get("CI"):
-            pytest.fail("CI is set but HELIOGRAPH_TEST_POSTGRES_URL is not: the PostgreSQL store must be tested in CI")
-        pytest.skip("HELIOGRAPH_TEST_POSTGRES_URL not set (e.g. postgresql://postgres@127.0.0.1:5432/test): "
-                    "PostgreSQL store not tested")
+            pytest.fail(f"CI is set but {variable} is not: {what} must be tested in CI")
+        pytest.skip(f"{variable} not set (e.g. {example}): {what} not tested")
     return url
+
+
+def postgres_base_url() -> str:
+    return service_url("HELIOGRAPH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test",
+                       "the PostgreSQL store")
+
+
+def redis_url() -> str:
+    return service_url("HELIOGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "the Redis backend")
 
 
 def with_search_path(url: str, schema: str) -> str:

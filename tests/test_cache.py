@@ -12,19 +12,12 @@ import pytest
 
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, redis_url, start_gateway
 
 MESSAGES = [{"role": "user", "content": "How far can a heliograph signal be seen on a clear day?"}]
 CACHE = {"Helicone-Cache-Enabled": "true"}
 
 
-def redis_url() -> str:
-    url = os.environ.get("HELIOGRAPH_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("HELIOGRAPH_TEST_REDIS_URL must be set in CI")
-        pytest.skip("HELIOGRAPH_TEST_REDIS_URL is not set; Redis-backed cache tests need a Redis server")
-    return url
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

@@ -16,8 +16,7 @@ import pytest
 
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, free_port, run_cli, start_gateway
-from .test_cache import redis_url
+from .conftest import Gateway, free_port, redis_url, run_cli, start_gateway
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "limit me"}]}
 

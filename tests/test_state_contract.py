@@ -25,16 +25,11 @@ from heliograph.controls.ratelimit import Policy, parse_policy, rate_limit_heade
 from heliograph.state import Cache, RateLimiter, State, StateUnavailable, lookup, open_state, store
 from heliograph.state.memory import MemoryCache, MemoryRateLimiter
 
+from .conftest import redis_url
+
 RUN_PREFIX = f"heliograph-test-{uuid.uuid4().hex[:10]}:"
 
 
-def redis_url() -> str:
-    url = os.environ.get("HELIOGRAPH_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but HELIOGRAPH_TEST_REDIS_URL is not: the Redis backend must be tested in CI")
-        pytest.skip("HELIOGRAPH_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/0): Redis backend not tested")
-    return url
 
 
 class FakeClock:
