@@ -25,6 +25,7 @@ from .proxy.metrics import ProxyMetrics
 from .proxy.relay import Receive, Scope, Send
 from .recording.journal import Journal
 from .recording.recorder import Recorder
+from .retention import RetentionRunner
 from .settings import Settings
 from .state import open_state
 from .storage import Store, open_store
@@ -67,9 +68,12 @@ class Heliograph:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
-            *api_routes(self.store, self.keys),
+            *api_routes(self.store, self.keys, self.recorder.submit),
         ])
         self._tasks: list[asyncio.Task[None]] = []
+        self.retention = RetentionRunner(
+            self.store, body_days=settings.body_retention_days, metrics_days=settings.metrics_retention_days,
+            interval_s=settings.retention_interval_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -89,12 +93,14 @@ class Heliograph:
         await self.keys.reload()
         await self.proxy.start()
         self.recorder.start()
+        self.retention.start()
         self._tasks.append(asyncio.create_task(self.keys.run_reloads()))
 
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
         await self.proxy.close()
+        await asyncio.to_thread(self.retention.stop)     # before the store closes under it
         await asyncio.to_thread(self.recorder.close)
         await self.state.close()
         self.store.close()

@@ -45,6 +45,20 @@ def _bool(value: str | bool) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _non_negative(value: str | float) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"expected a number of at least 0, got {value!r}")
+    return number
+
+
+def _positive(value: str | float) -> float:
+    number = _non_negative(value)
+    if number == 0:
+        raise ValueError("expected a number above 0")
+    return number
+
+
 def _origins(value: str | list[str]) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     return tuple(item.strip().rstrip("/") for item in items if item.strip())
@@ -73,6 +87,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("semantic_cache_model", str, "text-embedding-3-small",
             "Embeddings model (OpenAI provider) for Helicone-Cache-Semantic requests."),
     Setting("log_level", str, "info", "Log level of the server."),
+    Setting("body_retention_days", _non_negative, 30.0,
+            "Days request and response bodies are kept; 0 keeps them forever. Bodies are most of the "
+            "database (kilobytes a call against a few hundred bytes of metrics), so a month keeps a "
+            "laptop's disk in check while recent calls stay inspectable. Metrics and rollups stay."),
+    Setting("metrics_retention_days", _non_negative, 400.0,
+            "Days request rows (metrics, properties, scores) are kept; 0 keeps them forever. 400 days "
+            "allows year-over-year comparisons; rollups (analytics) are kept beyond it."),
+    Setting("retention_interval_seconds", _positive, 300.0,
+            "Seconds between two retention passes of a running gateway (`heliograph db prune` runs one now)."),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -98,6 +121,9 @@ class Settings:
     gateway_allow: tuple[str, ...] = ()
     semantic_cache_model: str = "text-embedding-3-small"
     log_level: str = "info"
+    body_retention_days: float = 30.0
+    metrics_retention_days: float = 400.0
+    retention_interval_seconds: float = 300.0
     upstreams: Mapping[str, str] = field(default_factory=dict)
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)

@@ -9,6 +9,7 @@ route must appear in the OpenAPI document (`openapi.py`; a test checks).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,11 +22,13 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AuthError
 from ..proxy.auth import KeyCache
+from ..recording.record import RawRecord
 from ..storage import FilterError, Store, StoreUnavailable
 
 log = logging.getLogger("heliograph.api")
 
 PREFIX = "/api"
+_CONVERTER = re.compile(r":\w+}")
 
 
 class ApiError(Exception):
@@ -98,18 +101,25 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return envelope(error="Internal error; the gateway log has the details.", status=500)
 
 
-def api_app(store: Store, keys: KeyCache) -> Starlette:
+def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None) -> Starlette:
+    """`submit`: the recorder's, for async logging (without it those routes answer 503)."""
+    from .analytics import analytics_routes
+    from .asynclog import async_log_routes
+    from .erasure import erasure_routes
     from .openapi import openapi_route
     from .requests import request_routes
+    from .sessions import session_routes
 
     routes: list[BaseRoute] = [*request_routes(store, keys), openapi_route()]
+    routes += [*async_log_routes(keys, submit), *erasure_routes(store, keys)]
+    routes += [*analytics_routes(store, keys), *session_routes(store, keys)]
     return Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, FilterError: _filter_error, StoreUnavailable: _unavailable,
         HTTPException: _http_error, Exception: _internal_error})
 
 
-def api_routes(store: Store, keys: KeyCache) -> list[BaseRoute]:
-    return [Mount(PREFIX, app=api_app(store, keys))]
+def api_routes(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None) -> list[BaseRoute]:
+    return [Mount(PREFIX, app=api_app(store, keys, submit))]
 
 
 def mounted_routes(app: Starlette) -> list[tuple[str, set[str]]]:
@@ -117,5 +127,6 @@ def mounted_routes(app: Starlette) -> list[tuple[str, set[str]]]:
     found = []
     for route in app.routes:
         if isinstance(route, Route):
-            found.append((PREFIX + route.path, set(route.methods or ()) - {"HEAD"}))
+            path = _CONVERTER.sub("}", route.path)    # "{user_id:path}" is "{user_id}" in OpenAPI
+            found.append((PREFIX + path, set(route.methods or ()) - {"HEAD"}))
     return found

@@ -16,6 +16,9 @@ from starlette.routing import Route
 from .. import __version__
 from ..storage.filters import OPERATORS, PROPERTIES_TABLE, SORT_COLUMNS, TABLES, Kind
 from ..storage.queries import DEFAULT_LIMIT, MAX_LIMIT
+from .analytics_docs import PATHS as ANALYTICS_PATHS
+from .analytics_docs import SCHEMAS as ANALYTICS_SCHEMAS
+from .asynclog import ROUTES as ASYNC_LOG_ROUTES
 
 JSON = "application/json"
 
@@ -124,6 +127,29 @@ SCHEMAS: dict[str, Any] = {
         "isCached": {"type": "boolean", "description": "true: only cache hits"},
         "isScored": {"type": "boolean", "description": "true: only requests with a score"}}},
     "Request": {"type": "object", "properties": _RECORD_FIELDS},
+    "UnixTime": {"type": "object", "required": ["seconds", "milliseconds"],
+                 "properties": {"seconds": {"type": "number"}, "milliseconds": {"type": "number"}}},
+    "AsyncLog": {"type": "object", "required": ["providerRequest", "providerResponse"], "properties": {
+        "providerRequest": {"type": "object", "required": ["url", "json"], "properties": {
+            "url": {"type": "string", "description": "the provider URL called, or any name (custom-model-nopath)"},
+            "json": {"description": "the request body sent to the provider"},
+            "meta": {"type": "object", "additionalProperties": {"type": "string"},
+                     "description": "Helicone-* headers, applied as on proxied calls: Helicone-User-Id, "
+                                    "Helicone-Property-*, Helicone-Session-*, Helicone-Request-Id, Helicone-Omit-*"}}},
+        "providerResponse": {"type": "object", "required": ["status"], "properties": {
+            "json": {"description": "the response body; usage is read from it (OpenAI, Anthropic, Google shapes)"},
+            "textBody": {"type": "string", "description": "the response body when it is not JSON"},
+            "status": {"type": "integer"},
+            "headers": {"type": "object"},
+            "cost": {"type": "number", "minimum": 0, "description": "USD; replaces the computed cost"}}},
+        "timing": {"type": "object", "required": ["startTime", "endTime"],
+                   "description": "absent: start = now, end = now + 1 s (Helicone's behaviour)",
+                   "properties": {"startTime": ref("UnixTime"), "endTime": ref("UnixTime"),
+                                  "timeToFirstToken": {"type": "number", "minimum": 0, "description": "ms"}}}}},
+    "Erasure": {"type": "object", "properties": {
+        "subject": {"type": "string", "description": "keyed hash of the user id, as in the audit log"},
+        "deleted": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "table → rows"},
+        "total": {"type": "integer"}}},
 }
 
 PATHS: dict[str, Any] = {
@@ -161,10 +187,38 @@ PATHS: dict[str, Any] = {
             {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}]},
             {"key": "environment", "value": "production"}),
         "responses": {**CREATED, **_errors("400", "401", "404", "503")}}},
+    **{f"/api{path}": {"post": {
+        "summary": f"Log a call made without the proxy (Helicone's async logging); provider "
+                   f"{provider or 'custom (usage read as OpenAI or Anthropic, by shape)'}.",
+        "description": "Recorded like a proxied call: usage, cost, Helicone-* meta. Bodies over 10 MB are "
+                       "refused (400 Payload too large). The record's id is in the helicone-id header.",
+        "security": SECURITY,
+        "requestBody": _body(ref("AsyncLog"), {
+            "providerRequest": {"url": "https://api.openai.com/v1/chat/completions",
+                                "json": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+                                "meta": {"Helicone-User-Id": "alice", "Helicone-Property-Feature": "chat"}},
+            "providerResponse": {"json": {"model": "gpt-4o-mini", "usage": {
+                "prompt_tokens": 8, "completion_tokens": 12, "total_tokens": 20}}, "status": 200, "headers": {}},
+            "timing": {"startTime": {"seconds": 1735689600, "milliseconds": 0},
+                       "endTime": {"seconds": 1735689601, "milliseconds": 250}}}),
+        "responses": {**_ok({"type": "object", "properties": {"request_id": {"type": "string"}}}, "Accepted for recording."),
+                      **_errors("400", "401", "503")}}} for path, provider in ASYNC_LOG_ROUTES.items()},
+    "/api/v1/user/{user_id}": {"delete": {
+        "summary": "Erase everything recorded about one user id (GDPR): requests, bodies, properties, "
+                   "scores, per-user rollups. Audited under a keyed hash of the id.",
+        "security": SECURITY,
+        "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"},
+                        "description": "the Helicone-User-Id; may contain '/'"}],
+        "responses": {**_ok(ref("Erasure"), "Rows deleted per table (zero for an unknown id)."),
+                      **_errors("400", "401", "503")}}},
     "/api/openapi.json": {"get": {
         "summary": "This document.",
         "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}}},
 }
+
+# Analytics, sessions, users and properties are documented beside their handlers.
+PATHS.update(ANALYTICS_PATHS)
+SCHEMAS.update(ANALYTICS_SCHEMAS)
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",

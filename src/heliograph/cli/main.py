@@ -169,6 +169,109 @@ def db_migrate(ctx: click.Context, db_url: str | None) -> None:
     click.echo("Applied: " + ", ".join(applied) if applied else "Up to date.")
 
 
+@db.command("generate")
+@click.option("--rows", type=click.IntRange(min=1), required=True, help="How many records to write.")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Spread the records evenly over this many days before now.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same records).")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Records per transaction.")
+@click.pass_context
+def db_generate(ctx: click.Context, rows: int, db_url: str | None, days: float, seed: int, batch_size: int) -> None:
+    """Write synthetic records (benchmarks, demos) through the recorder's insert path, rollups included."""
+    from ..synthetic import generate
+    store = _store(ctx, db_url)
+    step = max(batch_size, rows // 20)
+
+    def progress(written: int) -> None:
+        if written % step < batch_size or written == rows:
+            click.echo(f"  {written:,} / {rows:,}", err=True)
+
+    result = generate(store, rows, days=days, seed=seed, batch_size=batch_size, progress=progress)
+    click.echo(f"Wrote {result.rows:,} records in {result.seconds:.1f} s ({result.rows_per_second:,.0f} records/s).")
+
+
+@db.command("prune")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--body-days", "body_retention_days", type=float,
+              help="Keep bodies this many days (0: forever) [body_retention_days].")
+@click.option("--metrics-days", "metrics_retention_days", type=float,
+              help="Keep request rows this many days (0: forever) [metrics_retention_days].")
+@click.pass_context
+def db_prune(ctx: click.Context, /, db_url: str | None, **cli: Any) -> None:
+    """One retention pass now (a running gateway does this every few minutes); prints what went."""
+    from ..retention import describe
+    settings = _settings(ctx, db_url=db_url, **cli)
+    result = _store(ctx, db_url).prune(body_days=settings.body_retention_days,
+                                       metrics_days=settings.metrics_retention_days)
+    click.echo(describe(result, settings.body_retention_days, settings.metrics_retention_days))
+
+
+@main.group("requests")
+def requests_() -> None:
+    """The recorded requests."""
+
+
+@requests_.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--filter", "filter_json", help="Helicone filter tree (JSON), as POST /api/v1/request/query takes.")
+@click.option("--since", help="Requests at or after this ISO 8601 time.")
+@click.option("--until", help="Requests before this ISO 8601 time.")
+@click.option("--user", help="Requests of this user id.")
+@click.option("--model", help="Requests for this model.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many (oldest first).")
+@click.option("--with-bodies", is_flag=True, help="Include request and response bodies.")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file [stdout].")
+@click.pass_context
+def requests_export(ctx: click.Context, fmt: str, filter_json: str | None, since: str | None, until: str | None,
+                    user: str | None, model: str | None, limit: int | None, with_bodies: bool,
+                    db_url: str | None, output: str | None) -> None:
+    """Stream recorded requests as JSON Lines or CSV, oldest first, any number of them."""
+    from ..export import Format, build_filter, export
+    from ..storage import FilterError
+    try:
+        node = build_filter(filter_json, since=since, until=until, user=user, model=model)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
+    store = _store(ctx, db_url)
+    kind: Format = "csv" if fmt == "csv" else "jsonl"
+    if output:
+        with open(output, "wb") as out:
+            count = export(store, out, kind, node, with_bodies=with_bodies, limit=limit)
+    else:
+        stdout = sys.stdout.buffer
+        try:
+            count = export(store, stdout, kind, node, with_bodies=with_bodies, limit=limit)
+            stdout.flush()
+        except BrokenPipeError:     # `… | head`: the reader has what it wanted
+            sys.stderr.close()
+            return
+    click.echo(f"Exported {count} requests.", err=True)
+
+
+@main.group()
+def users() -> None:
+    """End users (Helicone-User-Id)."""
+
+
+@users.command("erase")
+@click.argument("user_id")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def users_erase(ctx: click.Context, user_id: str, db_url: str | None, as_json: bool) -> None:
+    """Delete everything recorded about USER_ID (GDPR erasure); audited under a hash of the id."""
+    erasure = _store(ctx, db_url).erase_user(user_id, actor="cli")
+    if as_json:
+        click.echo(json.dumps({"subject": erasure.subject, "deleted": erasure.deleted}))
+        return
+    click.echo(f"Erased user (audit subject {erasure.subject}): {sum(erasure.deleted.values())} rows.")
+    for table, count in erasure.deleted.items():
+        click.echo(f"  {table:<24} {count}")
+
+
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 

@@ -70,6 +70,9 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
     else:
         cost, pricing_status = price(raw.provider, model, usage, overrides,
                                      at=datetime.fromtimestamp(raw.created_at, tz=timezone.utc))
+    if raw.cost_override is not None:
+        # The caller knows its bill better than our price table (Helicone's async `cost`).
+        cost, pricing_status = raw.cost_override, "priced"
 
     user_id = h.get("helicone-user-id")
     if user_id is None and request_json and isinstance(request_json.get("user"), str):

@@ -39,6 +39,7 @@ class RawRecord:
     fallback_index: int | None = None
     cache_hit: bool = False
     cache_reference_id: str | None = None
+    cost_override: float | None = None  # USD the caller stated (async logging's providerResponse.cost)
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -3,6 +3,9 @@
     schema.py     tables and indexes as ordered, named migration steps
     filters.py    Helicone's filter tree → checked tree → parameterised SQL (both dialects)
     queries.py    RequestQuery and the SELECT built from it
+    rollup_schema.py, rollups.py   analytics rollups: tables, and their upkeep in the recorder's transaction
+    analytics.py  analytics from rollups (or rows); sessions.py: sessions, users, properties
+    lifecycle.py  streaming export, retention (bodies and rows apart), GDPR erasure with an audit line
     sqlstore.py   every query, shared by both stores
     sqlite.py     SQLite (WAL, connection per thread)
     postgres.py   PostgreSQL (psycopg 3, connection per thread, advisory-locked migrations)
@@ -10,11 +13,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from .filters import Dialect, FilterError
+from .analytics import AnalyticsQuery
+from .filters import Dialect, FilterError, Node
+from .lifecycle import Erasure, PruneResult
 from .queries import RequestQuery
+from .sessions import SessionQuery, UserQuery
 from .sqlstore import StoreUnavailable
 
 __all__ = ["FilterError", "RequestQuery", "Store", "StoreUnavailable", "open_store"]
@@ -37,6 +44,22 @@ class Store(Protocol):
     def set_scores(self, request_id: str, scores: Mapping[str, int]) -> bool: ...
     def set_properties(self, request_id: str, properties: Mapping[str, str]) -> bool: ...
     def count_requests(self) -> int: ...
+    # lifecycle.py: export, retention, erasure
+    def iter_requests(self, node: Node = ..., *, with_bodies: bool = ..., limit: int | None = ...,
+                      page_size: int = ...) -> Iterator[dict[str, Any]]: ...
+    def prune(self, *, body_days: float, metrics_days: float, now_ms: int | None = ...,
+              stop: threading.Event | None = ..., batch: int = ...) -> PruneResult: ...
+    def erase_user(self, user_id: str, *, actor: str, batch: int = ...) -> Erasure: ...
+    def audit_subject(self, user_id: str) -> str: ...
+    def audit_entries(self, limit: int = ...) -> list[dict[str, Any]]: ...
+    # analytics.py, sessions.py: rollup-served analytics, sessions, users, properties
+    def analytics(self, query: AnalyticsQuery) -> dict[str, Any]: ...
+    def sessions(self, query: SessionQuery) -> list[dict[str, Any]]: ...
+    def session(self, session_id: str) -> dict[str, Any] | None: ...
+    def users(self, query: UserQuery) -> list[dict[str, Any]]: ...
+    def property_keys(self, start: int = ..., end: int = ...) -> list[dict[str, Any]]: ...
+    def property_values(self, key: str, start: int = ..., end: int = ..., limit: int = ...,
+                        node: Node | None = ...) -> list[dict[str, Any]]: ...
 
 
 def open_store(url: str) -> Store:

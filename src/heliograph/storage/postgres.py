@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from .filters import POSTGRES
-from .schema import MIGRATIONS, migration_sql
+from .schema import MIGRATIONS, run_step
 from .sqlstore import Executor, SQLStore, now_ms
 
 CONNECT_TIMEOUT_S = 5
@@ -68,6 +68,14 @@ class PostgresStore(SQLStore):
                 # The server dropped this idle connection (restart, failover): a read can go again.
                 return self.connection().execute(sql, params).fetchall()
 
+    def _tuple_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+        # Plain tuples, in batches: analytics reads many rows, where building dicts would dominate.
+        with self._unavailable_as_store_error():
+            with self.connection().cursor(row_factory=tuple_row) as cursor:
+                cursor.execute(sql, params)
+                while batch := cursor.fetchmany(size):
+                    yield batch
+
     @contextmanager
     def _transaction(self, *, ingest: bool = False) -> Iterator[Executor]:
         with self._unavailable_as_store_error():
@@ -95,9 +103,8 @@ class PostgresStore(SQLStore):
         for name, step in MIGRATIONS:
             if name in done:
                 continue
-            with conn.transaction():
-                for statement in migration_sql(step, "postgres"):
-                    conn.execute(statement)
+            with conn.transaction(), conn.cursor() as cursor:
+                run_step(cursor, step, "postgres")
                 conn.execute("INSERT INTO migrations VALUES (%s, %s)", (name, now_ms()))
             applied.append(name)
         return applied

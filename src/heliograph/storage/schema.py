@@ -10,7 +10,11 @@ has shipped, add another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+from .rollup_schema import create_rollups_sql
+from .rollups import backfill_rollups
 
 REQUEST_COLUMNS = (
     "id", "created_at", "provider", "method", "path", "target_url", "status",
@@ -25,7 +29,10 @@ REQUEST_COLUMNS = (
 # Stored as 0/1 by SQLite and as booleans by PostgreSQL; the stores hand out bools.
 BOOLEAN_COLUMNS = ("streamed", "partial", "cache_enabled")
 
-MIGRATIONS: list[tuple[str, str | Mapping[str, str]]] = [
+# SQL for both dialects; SQL per dialect; or a function given the transaction and the dialect's name.
+Step: TypeAlias = str | Mapping[str, str] | Callable[[Any, str], None]
+
+MIGRATIONS: list[tuple[str, Step]] = [
     ("001_keys", """
         CREATE TABLE keys (
             id TEXT PRIMARY KEY,
@@ -118,7 +125,41 @@ MIGRATIONS: list[tuple[str, str | Mapping[str, str]]] = [
         CREATE INDEX requests_model ON requests (model, created_at);
         CREATE INDEX requests_status ON requests (status, created_at);
         CREATE INDEX requests_request_name ON requests (request_name, created_at)"""),
+    # Retention (storage/lifecycle.py): bodies expire by their own time, so the pruner reads an
+    # index range of bodies still present instead of re-walking rows whose bodies are gone.
+    ("020_request_bodies_created_at", """
+        ALTER TABLE request_bodies ADD COLUMN created_at BIGINT;
+        UPDATE request_bodies SET created_at = (SELECT r.created_at FROM requests r WHERE r.id = request_bodies.id);
+        CREATE INDEX request_bodies_created_at ON request_bodies (created_at)"""),
+    # Erasures are audited under a keyed hash of the user id; the key lives in instance_secrets.
+    ("021_audit_log", """
+        CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY,
+            at BIGINT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            details TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX audit_log_at ON audit_log (at);
+        CREATE TABLE instance_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )"""),
+    # Analytics rollups (storage/rollup_schema.py), kept by the recorder in the batch's transaction;
+    # the SQL is generated from the fixed histogram layout, which never changes in place.
+    ("010_rollups", create_rollups_sql()),
+    ("011_rollups_backfill", backfill_rollups),
 ]
+
+
+def run_step(tx: Any, step: Step, dialect: str) -> None:
+    """Apply one step inside the caller's transaction (`tx`: something with execute/executemany)."""
+    if callable(step):
+        step(tx, dialect)
+        return
+    for statement in migration_sql(step, dialect):
+        tx.execute(statement)
 
 
 def migration_sql(step: str | Mapping[str, str], dialect: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..settings import sqlite_path
 from .filters import SQLITE, Node, property_equalities
-from .schema import MIGRATIONS, migration_sql
+from .schema import MIGRATIONS, run_step
 from .sqlstore import Executor, SQLStore, now_ms
 
 WRITE_BUSY_TIMEOUT_MS = 500   # past this the recorder journals instead of waiting for a lock
@@ -72,6 +72,15 @@ class SQLiteStore(SQLStore):
             rows: list[dict[str, Any]] = self.connection().execute(sql, params).fetchall()
             return rows
 
+    def _tuple_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+        # Plain tuples, in batches: analytics reads many rows, where building dicts would dominate.
+        with self._unavailable_as_store_error():
+            cursor = self.connection().cursor()
+            cursor.row_factory = None
+            cursor.execute(sql, params)
+            while batch := cursor.fetchmany(size):
+                yield batch
+
     @contextmanager
     def _transaction(self, *, ingest: bool = False) -> Iterator[Executor]:
         with self._unavailable_as_store_error():
@@ -109,8 +118,7 @@ class SQLiteStore(SQLStore):
                 if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
                     conn.execute("ROLLBACK")  # another process got there first
                     continue
-                for statement in migration_sql(step, "sqlite"):
-                    conn.execute(statement)
+                run_step(conn, step, "sqlite")
                 conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, now_ms()))
                 conn.execute("COMMIT")
             except BaseException:

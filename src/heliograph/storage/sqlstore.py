@@ -30,8 +30,12 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from .filters import Dialect, Node
+from .analytics import AnalyticsQueries
+from .lifecycle import Lifecycle
 from .queries import RequestQuery, select_requests
+from .rollups import RollupUpkeep, unique_by_id
 from .schema import BOOLEAN_COLUMNS, REQUEST_COLUMNS
+from .sessions import SessionQueries
 
 
 class StoreUnavailable(Exception):
@@ -69,7 +73,8 @@ def property_rows(request_id: str, properties_json: str) -> list[tuple[str, str,
 
 _INSERT_REQUEST = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT DO NOTHING")
-_INSERT_BODY = "INSERT INTO request_bodies (id, request, response) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_INSERT_BODY = ("INSERT INTO request_bodies (id, request, response, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING")
 _INSERT_PROPERTY = "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 _UPSERT_PROPERTY = ("INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) "
                     "ON CONFLICT (request_id, key) DO UPDATE SET value = excluded.value")
@@ -80,7 +85,7 @@ _GET_REQUEST = ("SELECT r.*, b.request AS request_body, b.response AS response_b
 _SCORES_CHUNK = 500
 
 
-class SQLStore:
+class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
     dialect: ClassVar[Dialect]
     unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
     for_update: ClassVar[str] = ""      # row lock for read-modify-write, where the dialect has one
@@ -107,15 +112,19 @@ class SQLStore:
     # -- writing -------------------------------------------------------------------------------------
 
     def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Idempotent on id: a batch replayed from the journal changes nothing already stored."""
+        """Idempotent on id: a batch replayed from the journal changes nothing already stored.
+
+        The rollups (storage/rollups.py) are updated in the same transaction, from the new rows only."""
+        rows = unique_by_id(rows)
         requests = [tuple(row[c] for c in REQUEST_COLUMNS) for row in rows]
-        bodies = [(row["id"], row["request_body"], row["response_body"]) for row in rows]
+        bodies = [(row["id"], row["request_body"], row["response_body"], row["created_at"]) for row in rows]
         properties = [p for row in rows for p in property_rows(row["id"], row["properties"])]
         with self._transaction(ingest=True) as tx:
-            tx.executemany(self._q(_INSERT_REQUEST), requests)
+            fresh = self._insert_new_requests(tx, self._q(_INSERT_REQUEST), rows, requests)
             tx.executemany(self._q(_INSERT_BODY), bodies)
             if properties:
                 tx.executemany(self._q(_INSERT_PROPERTY), properties)
+            self._write_rollups(tx, fresh)
 
     def set_scores(self, request_id: str, scores: Mapping[str, int]) -> bool:
         """Upsert scores by name; False when there is no such request."""
@@ -134,10 +143,11 @@ class SQLStore:
                              (request_id,)).fetchone()
             if row is None:
                 return False
-            merged = orjson.loads(row["properties"]) | lowered
+            old = orjson.loads(row["properties"])
             tx.execute(self._q("UPDATE requests SET properties = ? WHERE id = ?"),
-                       (orjson.dumps(merged).decode(), request_id))
+                       (orjson.dumps(old | lowered).decode(), request_id))
             tx.executemany(self._q(_UPSERT_PROPERTY), [(request_id, k, v) for k, v in lowered.items()])
+            self._rollup_properties_changed(tx, request_id, old, lowered)
         return True
 
     # -- keys ------------------------------------------------------------------------------------------

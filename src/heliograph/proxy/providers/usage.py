@@ -82,8 +82,30 @@ def _openai_json(body: bytes, *, embeddings: bool) -> Usage:
             out.finish_reason = _str(first.get("finish_reason"))
     elif response.get("object") == "response":
         out.finish_reason = _responses_finish_reason(response)
-    _apply_openai_usage(out, response.get("usage"), embeddings=embeddings)
+    if response.get("usage") is None:
+        _apply_other_usage(out, response)
+    else:
+        _apply_openai_usage(out, response.get("usage"), embeddings=embeddings)
     return out
+
+
+def _apply_other_usage(out: Usage, response: _Obj) -> None:
+    """Shapes Helicone's async logger also reads (contract §9.1): Google's native `usageMetadata`
+    and Bedrock/Llama's top-level `prompt_token_count` / `generation_token_count`."""
+    if (meta := _obj(response.get("usageMetadata"))) is not None:
+        # Gemini: the prompt count includes cached content; candidates exclude thinking tokens.
+        thoughts = _int(meta.get("thoughtsTokenCount")) or 0
+        candidates = _int(meta.get("candidatesTokenCount"))
+        out.model = out.model or _str(response.get("modelVersion"))
+        out.input_tokens = _int(meta.get("promptTokenCount"))
+        out.output_tokens = None if candidates is None and not thoughts else (candidates or 0) + thoughts
+        out.cache_read_tokens = _int(meta.get("cachedContentTokenCount")) or 0
+        out.reasoning_tokens = thoughts
+        out.total_tokens = _int(meta.get("totalTokenCount")) or _sum(out.input_tokens, out.output_tokens)
+    elif "prompt_token_count" in response or "generation_token_count" in response:
+        out.input_tokens = _int(response.get("prompt_token_count"))
+        out.output_tokens = _int(response.get("generation_token_count"))
+        out.total_tokens = _sum(out.input_tokens, out.output_tokens)
 
 
 # Only these Responses API events carry the final status; `response.created` says "in_progress".

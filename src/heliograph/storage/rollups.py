@@ -1,0 +1,294 @@
+"""Rollup upkeep: every batch the recorder writes updates the rollups in the same transaction.
+
+A batch is first summed in memory (per minute key, then per hour and day; per dimension and user
+hour, then day; per session), so a transaction issues one upsert per distinct key, not per row:
+live traffic touches a few dozen keys per batch. Only rows that were really new count: a batch
+replayed from the journal finds its ids stored and adds nothing (see `_insert_new_requests`).
+A property set after the fact moves the request from its old value's rollups to the new one's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+from .filters import POSTGRES, SQLITE, Dialect
+from .histogram import BINS, bin_of
+from .rollup_schema import (
+    DIMENSION,
+    LEVEL_MS,
+    MAIN,
+    MODEL,
+    SUMS,
+    USER,
+    Family,
+    session_upsert_sql,
+    upsert_sql,
+)
+
+if TYPE_CHECKING:
+    from .sqlstore import Executor
+
+_ID_CHUNK = 500
+_BACKFILL_PAGE = 5000
+_N = len(SUMS)
+
+
+class Acc:
+    """Sums, histograms (sparse: bin → count) and first/last time of the rows under one rollup key."""
+
+    __slots__ = ("first", "last", "latency", "sums", "ttft")
+
+    def __init__(self) -> None:
+        self.sums = [0] * _N
+        self.latency: dict[int, int] = {}
+        self.ttft: dict[int, int] = {}
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def add_row(self, sums: Sequence[int], latency_bin: int, ttft_bin: int | None, at: int, sign: int = 1) -> None:
+        own = self.sums
+        for i in range(_N):
+            own[i] += sign * sums[i]
+        self.latency[latency_bin] = self.latency.get(latency_bin, 0) + sign
+        if ttft_bin is not None:
+            self.ttft[ttft_bin] = self.ttft.get(ttft_bin, 0) + sign
+        self.first = at if self.first is None else min(self.first, at)
+        self.last = at if self.last is None else max(self.last, at)
+
+    def merge(self, other: Acc) -> None:
+        self.sums = [a + b for a, b in zip(self.sums, other.sums)]
+        for mine, theirs in ((self.latency, other.latency), (self.ttft, other.ttft)):
+            for index, count in theirs.items():
+                mine[index] = mine.get(index, 0) + count
+        if other.first is not None:
+            self.first = other.first if self.first is None else min(self.first, other.first)
+        if other.last is not None:
+            self.last = other.last if self.last is None else max(self.last, other.last)
+
+
+def _dense(sparse: Mapping[int, int]) -> list[int]:
+    counts = [0] * BINS
+    for index, count in sparse.items():
+        counts[index] = count
+    return counts
+
+
+def contribution(row: Mapping[str, Any]) -> tuple[list[int], int, int | None]:
+    """One request's sums (integers: nano-USD, µs) and its histogram bins."""
+    status, cost, ttft = row["status"], row["cost"], row["ttft_ms"]
+    latency = float(row["latency_ms"])
+    sums = [1, 1 if status >= 400 or status < 100 else 0,
+            0 if cost is None else round(cost * 1_000_000_000), 1 if cost is None else 0,
+            row["prompt_tokens"] or 0, row["completion_tokens"] or 0, row["total_tokens"] or 0,
+            row["prompt_cache_read_tokens"] or 0, row["prompt_cache_write_tokens"] or 0,
+            row["reasoning_tokens"] or 0, round(latency * 1000),
+            0 if ttft is None else round(ttft * 1000), 0 if ttft is None else 1]
+    return sums, bin_of(latency), None if ttft is None else bin_of(float(ttft))
+
+
+def property_value(value: Any) -> str:
+    """As `request_properties` stores it (sqlstore.property_rows)."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _rekeyed(accs: Mapping[tuple[Any, ...], Acc], bucket_at: int, size: int, width: int | None = None
+             ) -> dict[tuple[Any, ...], Acc]:
+    """Accumulators re-keyed to a coarser bucket (the key's `bucket_at` element), keeping the first
+    `width` elements of the key (all by default), merged where keys meet."""
+    out: dict[tuple[Any, ...], Acc] = {}
+    for key, acc in accs.items():
+        coarse = list(key[:width])
+        coarse[bucket_at] = key[bucket_at] // size * size
+        target = out.get(tuple(coarse))
+        if target is None:
+            target = out[tuple(coarse)] = Acc()
+        target.merge(acc)
+    return out
+
+
+def _values(family: Family, key: tuple[Any, ...], acc: Acc) -> tuple[Any, ...]:
+    values: list[Any] = [*key, *acc.sums]
+    if family.extremes:
+        values += [acc.first, acc.last]
+    if family.histograms:
+        values += list(accumulate(_dense(acc.latency))) + list(accumulate(_dense(acc.ttft)))   # cumulative
+    return tuple(values)
+
+
+def write_rollups(tx: Executor, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add `rows` (new requests) to every rollup, one upsert per distinct key."""
+    if not rows:
+        return
+    tables, sessions = _aggregate(rows, 1)
+    for (family, level), accs in tables.items():
+        _upsert(tx, dialect, family, level, accs)
+    if sessions:
+        tx.executemany(dialect.sql(session_upsert_sql(dialect.name)),
+                       [(sid, *values) for sid, values in sorted(sessions.items())])
+
+
+def unroll_requests(tx: Executor, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Take stored `rows` back out of the rollups that have no user column (time × model ×
+    status, request name, property values), deleting rows left with no request — for erasure,
+    where a property value may itself identify the person. Rollups with a user_id column
+    (rollup_user_*, rollup_sessions) are for the caller to delete by user id."""
+    if not rows:
+        return
+    tables, _ = _aggregate(rows, -1)
+    for (family, level), accs in tables.items():
+        if family is USER:
+            continue
+        _upsert(tx, dialect, family, level, accs)
+        where = " AND ".join(f"{name} = ?" for name in family.key_names)
+        tx.executemany(dialect.sql(f"DELETE FROM {family.table(level)} WHERE {where} AND requests = 0"),
+                       sorted(accs))
+
+
+def _aggregate(rows: Sequence[Mapping[str, Any]], sign: int
+               ) -> tuple[dict[tuple[Family, str], dict[tuple[Any, ...], Acc]], dict[str, list[Any]]]:
+    """Per rollup table, the rows' contributions summed by key (`sign` -1 to take them out)."""
+    minute: dict[tuple[Any, ...], Acc] = {}
+    dimension: dict[tuple[Any, ...], Acc] = {}
+    user: dict[tuple[Any, ...], Acc] = {}
+    sessions: dict[str, list[Any]] = {}
+    hour_ms, day_ms = LEVEL_MS["hour"], LEVEL_MS["day"]
+    for row in rows:
+        sums, lb, tb = contribution(row)
+        at = row["created_at"]
+        hour = at // hour_ms * hour_ms
+        targets = [
+            _acc(minute, (at // 60_000 * 60_000, row["provider"], row["model"] or "", row["status"])),
+            _acc(dimension, ("request_name", hour, row["request_name"] or "")),
+            _acc(user, (hour, row["user_id"] or "")),
+        ]
+        targets += [_acc(dimension, (f"property:{key}", hour, value)) for key, value in _properties(row["properties"])]
+        for acc in targets:
+            acc.add_row(sums, lb, tb, at, sign)
+        if row["session_id"] is not None and sign > 0:
+            _add_session(sessions, row, sums)
+    hourly = _rekeyed(minute, 0, hour_ms)
+    by_model = _rekeyed(hourly, 0, hour_ms, 3)
+    tables = {(MAIN, "minute"): minute, (MAIN, "hour"): hourly, (MAIN, "day"): _rekeyed(hourly, 0, day_ms),
+              (MODEL, "hour"): by_model, (MODEL, "day"): _rekeyed(by_model, 0, day_ms),
+              (DIMENSION, "hour"): dimension, (DIMENSION, "day"): _rekeyed(dimension, 1, day_ms),
+              (USER, "hour"): user, (USER, "day"): _rekeyed(user, 0, day_ms)}
+    return tables, sessions
+
+
+def _upsert(tx: Executor, dialect: Dialect, family: Family, level: str, accs: Mapping[tuple[Any, ...], Acc]) -> None:
+    # Sorted keys: concurrent writers (several processes on PostgreSQL) lock rows in one order.
+    if accs:
+        tx.executemany(dialect.sql(upsert_sql(family, level, dialect.name)),
+                       [_values(family, key, acc) for key, acc in sorted(accs.items())])
+
+
+def backfill_rollups(tx: Executor, dialect_name: str) -> None:
+    """Migration step: roll up the rows stored before the rollups existed, page by page, with the
+    recorder's own aggregation (an empty store costs one query)."""
+    dialect = SQLITE if dialect_name == "sqlite" else POSTGRES
+    page = dialect.sql("SELECT * FROM requests WHERE created_at > ? OR (created_at = ? AND id > ?) "
+                       "ORDER BY created_at, id LIMIT ?")
+    after: tuple[int, str] = (-1, "")
+    while rows := tx.execute(page, (after[0], after[0], after[1], _BACKFILL_PAGE)).fetchall():
+        write_rollups(tx, dialect, rows)
+        after = (rows[-1]["created_at"], rows[-1]["id"])
+
+
+class RollupUpkeep:
+    """Mixed into SQLStore: the write side of the rollups."""
+
+    dialect: ClassVar[Dialect]
+
+    def _insert_new_requests(self, tx: Executor, insert_sql: str, rows: Sequence[Mapping[str, Any]],
+                             values: Sequence[Sequence[Any]]) -> list[Mapping[str, Any]]:
+        """Insert `values` (ON CONFLICT DO NOTHING) and return the rows that were not stored yet.
+
+        The common case costs nothing extra: every row was new when the insert's count says so.
+        Otherwise (a journal replay) the insert is undone, the stored ids looked up, and the rest inserted.
+        """
+        tx.execute("SAVEPOINT hg_new_requests")
+        result = tx.executemany(insert_sql, values)
+        # sqlite3's executemany returns its cursor; psycopg's returns None and counts on the cursor.
+        inserted: int = (result if result is not None else tx).rowcount  # type: ignore[union-attr]
+        if inserted != len(values):
+            tx.execute("ROLLBACK TO SAVEPOINT hg_new_requests")
+            stored: set[str] = set()
+            ids = [row["id"] for row in rows]
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start:start + _ID_CHUNK]
+                sql = self.dialect.sql(f"SELECT id FROM requests WHERE id IN ({', '.join('?' * len(chunk))})")
+                stored.update(found["id"] for found in tx.execute(sql, chunk).fetchall())
+            fresh = [i for i, row in enumerate(rows) if row["id"] not in stored]
+            if fresh:
+                tx.executemany(insert_sql, [values[i] for i in fresh])
+            rows = [rows[i] for i in fresh]
+        tx.execute("RELEASE SAVEPOINT hg_new_requests")
+        return list(rows)
+
+    def _write_rollups(self, tx: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
+        write_rollups(tx, self.dialect, rows)
+
+    def _rollup_properties_changed(self, tx: Executor, request_id: str, old: Mapping[str, Any],
+                                   new: Mapping[str, str]) -> None:
+        """Move one request's contribution from each replaced property value to its new value."""
+        old = {str(key).lower(): value for key, value in old.items()}
+        changed = {key: value for key, value in new.items()
+                   if key not in old or old[key] is None or property_value(old[key]) != value}
+        if not changed:
+            return
+        row = tx.execute(self.dialect.sql("SELECT * FROM requests WHERE id = ?"), (request_id,)).fetchone()
+        sums, lb, tb = contribution(row)
+        at = row["created_at"]
+        hour = at // LEVEL_MS["hour"] * LEVEL_MS["hour"]
+        moves: dict[tuple[Any, ...], Acc] = {}
+        for key, value in changed.items():
+            if key in old and old[key] is not None:
+                _acc(moves, (f"property:{key}", hour, property_value(old[key]))).add_row(sums, lb, tb, at, -1)
+            _acc(moves, (f"property:{key}", hour, value)).add_row(sums, lb, tb, at)
+        _upsert(tx, self.dialect, DIMENSION, "hour", moves)
+        _upsert(tx, self.dialect, DIMENSION, "day", _rekeyed(moves, 1, LEVEL_MS["day"]))
+
+
+def _acc(accs: dict[tuple[Any, ...], Acc], key: tuple[Any, ...]) -> Acc:
+    acc = accs.get(key)
+    if acc is None:
+        acc = accs[key] = Acc()
+    return acc
+
+
+def _properties(properties_json: str) -> Iterable[tuple[str, str]]:
+    if properties_json in ("{}", ""):
+        return ()
+    return [(str(key).lower(), property_value(value))
+            for key, value in orjson.loads(properties_json).items() if value is not None]
+
+
+def _add_session(sessions: dict[str, list[Any]], row: Mapping[str, Any], sums: Sequence[int]) -> None:
+    at = row["created_at"]
+    end = at + round(float(row["latency_ms"]))
+    entry = sessions.get(row["session_id"])
+    if entry is None:
+        # name, user, first, last, end, then SESSION_SUMS in order
+        sessions[row["session_id"]] = [row["session_name"], row["user_id"], at, at, end,
+                                       *sums[:7], sums[10]]
+        return
+    if row["session_name"] is not None and at >= entry[3]:
+        entry[0] = row["session_name"]
+    if row["user_id"] is not None and (entry[1] is None or at >= entry[3]):
+        entry[1] = row["user_id"]
+    entry[2], entry[3], entry[4] = min(entry[2], at), max(entry[3], at), max(entry[4], end)
+    for i in range(7):
+        entry[5 + i] += sums[i]
+    entry[12] += sums[10]
+
+
+def unique_by_id(rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """The first row for each id, as the insert's ON CONFLICT DO NOTHING keeps it."""
+    first: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row["id"], row)
+    return rows if len(first) == len(rows) else list(first.values())
