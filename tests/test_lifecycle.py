@@ -315,3 +315,29 @@ def test_erasure_handles_rollups_without_rowid(tmp_path: Path) -> None:
         execute(store, "INSERT INTO rollup_test_compact VALUES (?, ?, 1)", ("carol", bucket))
     assert store.erase_user("carol", actor="cli", batch=2).deleted["rollup_test_compact"] == 5
     store.close()
+
+
+def test_erasure_takes_the_user_out_of_every_rollup(store: Store) -> None:
+    rows = [make_row(f"a{n}", user_id="alice", props={"email": "alice@example.com", "tier": "pro"},
+                     request_name="checkout") for n in range(3)]
+    rows += [make_row(f"b{n}", user_id="bob", props={"tier": "pro"}) for n in range(2)]
+    store.insert_requests(rows)
+    assert [v["value"] for v in store.property_values("email")] == ["alice@example.com"]
+    store.erase_user("alice", actor="cli")
+    assert store.property_values("email") == []
+    tier = {v["value"]: v["requests"] for v in store.property_values("tier")}
+    assert tier == {"pro": 2}
+    for table in [t for t in _tables(store) if t.startswith("rollup_")]:
+        text = orjson.dumps(rows_of(store, table)).decode()
+        assert "alice" not in text and "checkout" not in text, table
+
+
+def _tables(store: Store) -> list[str]:
+    if store.dialect.name == "sqlite":  # type: ignore[attr-defined]
+        return [r["name"] for r in rows(store, "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return [r["table_name"] for r in rows(store, "SELECT table_name FROM information_schema.tables "
+                                                 "WHERE table_schema = current_schema()")]
+
+
+def rows_of(store: Store, table: str) -> list[dict[str, Any]]:
+    return rows(store, f'SELECT * FROM "{table}"')

@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from .filters import ALL, Dialect, Node, compile_filter
+from .rollups import unroll_requests
 from .schema import BOOLEAN_COLUMNS
 
 audit = logging.getLogger("heliograph.audit")
@@ -59,6 +60,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class _Executor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
 
 
 class _SQL(Protocol):
@@ -120,12 +122,20 @@ def tables_with_column(store: _SQL, column: str) -> list[str]:
     return [row["t"] for row in store._rows(sql, (column,)) if _IDENTIFIER.match(row["t"])]
 
 
-def _delete_requests(store: _SQL, ids: Sequence[str], children: Sequence[str]) -> dict[str, int]:
-    """Rows `ids` and everything keyed to them, in one transaction (children first)."""
+def _delete_requests(store: _SQL, ids: Sequence[str], children: Sequence[str],
+                     unroll: bool = False) -> dict[str, int]:
+    """Rows `ids` and everything keyed to them, in one transaction (children first).
+
+    `unroll` also takes them out of the rollups without a user column (erasure: a property value
+    or request name may itself identify the person); expiry leaves rollups alone on purpose.
+    """
     ph = store.dialect.placeholder
     marks = ", ".join([ph] * len(ids))
     counts: dict[str, int] = {}
     with store._transaction() as tx:
+        if unroll:
+            stored = tx.execute(f"SELECT * FROM requests WHERE id IN ({marks})", ids).fetchall()
+            unroll_requests(tx, store.dialect, stored)
         for table in children:
             counts[table] = tx.execute(f'DELETE FROM "{table}" WHERE request_id IN ({marks})', ids).rowcount
         counts["request_bodies"] = tx.execute(f"DELETE FROM request_bodies WHERE id IN ({marks})", ids).rowcount
@@ -134,7 +144,7 @@ def _delete_requests(store: _SQL, ids: Sequence[str], children: Sequence[str]) -
 
 
 def _delete_request_batches(store: _SQL, condition: str, params: Sequence[Any], children: Sequence[str],
-                            pacer: _Pacer, batch: int) -> tuple[dict[str, int], bool]:
+                            pacer: _Pacer, batch: int, unroll: bool = False) -> tuple[dict[str, int], bool]:
     """Delete the requests matching `condition` (over `requests`), batch by batch; (counts, finished)."""
     ph = store.dialect.placeholder
     select = f"SELECT id FROM requests WHERE {condition} LIMIT {ph}"
@@ -144,7 +154,7 @@ def _delete_request_batches(store: _SQL, condition: str, params: Sequence[Any], 
         if not ids:
             return counts, True
         started = time.monotonic()
-        _add(counts, _delete_requests(store, ids, children))
+        _add(counts, _delete_requests(store, ids, children, unroll))
         if len(ids) < batch:
             return counts, True
         if not pacer.pause(time.monotonic() - started):
@@ -268,8 +278,9 @@ class Lifecycle:
         """Delete every row keyed to `user_id` (GDPR erasure), then audit it.
 
         Guarantee: no request whose user_id is `user_id`, nothing keyed to such a request (body,
-        properties, scores, any table with a request_id column), and no row of any table with a
-        user_id column equal to it, remains. Not covered: free text in *other* users' requests
+        properties, scores, any table with a request_id column), no row of any table with a
+        user_id column equal to it, and none of its share of the other rollups (per model, request
+        name, property value — a rollup key left with no request goes too) remains. Not covered: free text in *other* users' requests
         that happens to mention the id (that is their record), and records still on their way to
         the store (recorder queue, or the disk journal while the store was down) — erase again
         once they are written.
@@ -277,7 +288,7 @@ class Lifecycle:
         pacer = _Pacer(self.dialect, None)
         children = tables_with_column(self, "request_id")
         deleted, _ = _delete_request_batches(self, f"user_id = {self.dialect.placeholder}", [user_id],
-                                             children, pacer, batch)
+                                             children, pacer, batch, unroll=True)
         for table in tables_with_column(self, "user_id"):
             if table != "requests":
                 deleted[table] = _delete_user_rows(self, table, user_id, pacer, batch)
