@@ -22,6 +22,7 @@ first (`SQLiteStore.sparse_properties`). The JSON path only grows worse with the
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -36,6 +37,9 @@ from .queries import RequestQuery, select_requests
 from .rollups import RollupUpkeep, unique_by_id
 from .schema import BOOLEAN_COLUMNS, REQUEST_COLUMNS
 from .sessions import SessionQueries
+
+
+_request_values = operator.itemgetter(*REQUEST_COLUMNS)  # row → tuple in column order, in C
 
 
 class StoreUnavailable(Exception):
@@ -116,7 +120,7 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
 
         The rollups (storage/rollups.py) are updated in the same transaction, from the new rows only."""
         rows = unique_by_id(rows)
-        requests = [tuple(row[c] for c in REQUEST_COLUMNS) for row in rows]
+        requests = [_request_values(row) for row in rows]
         bodies = [(row["id"], row["request_body"], row["response_body"], row["created_at"]) for row in rows]
         properties = [p for row in rows for p in property_rows(row["id"], row["properties"])]
         with self._transaction(ingest=True) as tx:
