@@ -211,7 +211,7 @@ def test_rows_stored_before_the_rollups_are_backfilled(store: Store) -> None:
 
 
 def test_huge_raw_reads_fall_back_to_histograms(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    import heliograph.storage.analytics as analytics
+    from heliograph.storage import analytics
     store.insert_requests(dataset(600))
     exact = store.analytics(AnalyticsQuery(START, END, parse_filter(EVERY_ROW), bucket="hour", group_by="model"))
     monkeypatch.setattr(analytics, "EXACT_LIMIT", 10)

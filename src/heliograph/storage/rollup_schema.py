@@ -25,6 +25,7 @@ user has a `user_id` column, so erasing a user is `DELETE … WHERE user_id = ?`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -84,18 +85,32 @@ def rollup_tables() -> list[str]:
 
 # -- upserts (the recorder's path) -----------------------------------------------------------------
 
+def _upsert(table: str, columns: Sequence[tuple[str, str]], conflict: Sequence[str], sets: Sequence[str],
+            dialect: str) -> str:
+    """SQLite: one row of placeholders, run per row (executemany of one prepared statement).
+    PostgreSQL: one array per column, unnested: a batch of keys in one statement with a few
+    parameters (binding thousands of scalars cost more than the upsert itself, measured)."""
+    names = ", ".join(name for name, _ in columns)
+    if dialect == "sqlite":
+        rows = f"VALUES ({', '.join(['?'] * len(columns))})"
+    else:
+        rows = f"SELECT * FROM unnest({', '.join(f'?::{kind}[]' for _, kind in columns)})"
+    return f"INSERT INTO {table} ({names}) {rows} ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {', '.join(sets)}"
+
+
 @cache
 def upsert_sql(family: Family, level: str, dialect: str) -> str:
     table = family.table(level)
-    columns = family.key_names + family.value_columns
     sets = [f"{c} = {table}.{c} + excluded.{c}" for c in SUMS + (LATENCY_BINS + TTFT_BINS if family.histograms else ())]
     if family.extremes:
         least, greatest = ("min", "max") if dialect == "sqlite" else ("LEAST", "GREATEST")
         sets += [f"first_at = {least}({table}.first_at, excluded.first_at)",
                  f"last_at = {greatest}({table}.last_at, excluded.last_at)"]
-    placeholders = ", ".join(["?"] * len(columns))
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
-            f"ON CONFLICT ({', '.join(family.key_names)}) DO UPDATE SET {', '.join(sets)}")
+    columns = [*family.keys, *((c, "BIGINT") for c in SUMS), *((c, "BIGINT") for c in ("first_at", "last_at")
+                                                                if family.extremes)]
+    if family.histograms:
+        columns += [(c, "INTEGER") for c in LATENCY_BINS + TTFT_BINS]
+    return _upsert(table, columns, family.key_names, sets, dialect)
 
 
 @cache
@@ -108,8 +123,8 @@ def session_upsert_sql(dialect: str) -> str:
             f"last_at = {greatest}({t}.last_at, excluded.last_at)",
             f"end_at = {greatest}({t}.end_at, excluded.end_at)",
             *(f"{c} = {t}.{c} + excluded.{c}" for c in SESSION_SUMS)]
-    return (f"INSERT INTO {t} ({', '.join(SESSION_COLUMNS)}) VALUES ({', '.join(['?'] * len(SESSION_COLUMNS))}) "
-            f"ON CONFLICT (session_id) DO UPDATE SET {', '.join(sets)}")
+    columns = [(c, "TEXT" if i < 3 else "BIGINT") for i, c in enumerate(SESSION_COLUMNS)]
+    return _upsert(t, columns, ("session_id",), sets, dialect)
 
 
 # -- DDL ---------------------------------------------------------------------------------------------
