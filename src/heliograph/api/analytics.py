@@ -25,7 +25,7 @@ from starlette.routing import Route
 from ..proxy.auth import KeyCache
 from ..storage import Store
 from ..storage.analytics import GROUPS, MAX_BUCKETS, PROPERTY_GROUP, AnalyticsQuery
-from ..storage.filters import parse_filter
+from ..storage.filters import iso_ms, parse_filter
 from ..storage.rollup_schema import LEVEL_MS
 from ..storage.sessions import FOREVER
 from . import ApiError, authenticated, envelope, json_object
@@ -38,13 +38,9 @@ _UNITS = {"UnixMs": 1, "UnixSeconds": 1000}
 
 def parse_time(value: Any, where: str) -> int:
     """An ISO 8601 text (UTC when no offset is given) → epoch ms."""
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            pass
-        else:
-            return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    ms = iso_ms(value)
+    if ms is not None:
+        return ms
     raise ApiError(f"'{where}' must be an ISO 8601 time such as \"2025-01-31T12:00:00Z\", got {value!r}.")
 
 

@@ -270,18 +270,23 @@ def _number(value: Any, where: str) -> int | float:
     return number
 
 
+def iso_ms(value: Any) -> int | None:
+    """An ISO 8601 text (UTC when it has no offset) as epoch ms, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
 def _timestamp(value: Any, where: str) -> int:
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            pass
-        else:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return int(moment.timestamp() * 1000)
-    raise FilterError(f"expected an ISO 8601 timestamp for {where} "
-                      f"(such as \"2025-01-31T12:00:00Z\"), got {_show(value)}")
+    ms = iso_ms(value)
+    if ms is None:
+        raise FilterError(f"expected an ISO 8601 timestamp for {where} "
+                          f"(such as \"2025-01-31T12:00:00Z\"), got {_show(value)}")
+    return ms
 
 
 # -- sorting ---------------------------------------------------------------------------------------
