@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from heliograph.proxy import routes
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway
+from .conftest import Gateway, start_gateway
 
 CHAT = {"model": "some-model", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -51,6 +53,29 @@ def test_unknown_prefix_is_a_clear_404(gateway: Gateway) -> None:
     r = httpx.post(gateway.url + "/nope/v1/chat/completions", json=CHAT, headers=gateway.auth)
     assert r.status_code == 404
     assert "No provider at /nope" in r.json()["error"]["message"]
+
+
+def test_local_servers_are_routed_only_when_configured() -> None:
+    table = routes.with_overrides({"ollama": "http://10.0.0.5:11434"})
+    assert table["ollama"] == routes.Provider("ollama", "http://10.0.0.5:11434", "openai")
+    assert not routes.LOCAL_PROVIDERS & set(routes.with_overrides({}))
+
+
+def test_an_unconfigured_local_server_is_a_404_saying_how_to_enable_it(
+        gateway: Gateway, fresh_fake: FakeUpstream, tmp_path: Path) -> None:
+    unset = start_gateway(tmp_path, fresh_fake.url, extra_env={"HELIOGRAPH_UPSTREAM_OLLAMA": ""})
+    try:
+        r = httpx.get(unset.url + "/ollama/api/tags", headers=unset.auth)
+        assert r.status_code == 404
+        assert r.json()["error"]["type"] == "invalid_request_error"
+        assert "HELIOGRAPH_UPSTREAM_OLLAMA=" in r.json()["error"]["message"]
+        assert not fresh_fake.requests
+    finally:
+        unset.stop()
+    configured = httpx.post(gateway.url + "/ollama/v1/chat/completions", json=CHAT,
+                            headers={**gateway.auth, "Authorization": "Bearer k"})
+    assert configured.status_code == 200, configured.text
+    assert fresh_fake.requests[-1].path == "/v1/chat/completions"
 
 
 def test_azure_needs_an_azure_api_base(gateway: Gateway, fresh_fake: FakeUpstream) -> None:

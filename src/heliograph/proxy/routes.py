@@ -38,7 +38,12 @@ OPENAI_COMPATIBLE = {
     "hyperbolic": "https://api.hyperbolic.xyz",
     "novita": "https://api.novita.ai",
     "nebius": "https://api.tokenfactory.nebius.com",
-    # Self-hosted OpenAI-compatible servers on their usual local ports.
+}
+
+# Self-hosted OpenAI-compatible servers and their usual addresses. Their routes exist only once an
+# upstream is configured for them: forwarding any method and path to the gateway's own loopback is a
+# choice, as HELIOGRAPH_GATEWAY_ALLOW is for /gateway.
+LOCAL_SERVERS = {
     "ollama": "http://127.0.0.1:11434",
     "vllm": "http://127.0.0.1:8000",
     "local": "http://127.0.0.1:8080",
@@ -46,12 +51,14 @@ OPENAI_COMPATIBLE = {
 
 PROVIDERS: dict[str, Provider] = {
     **{name: Provider(name, origin, "openai") for name, origin in OPENAI_COMPATIBLE.items()},
+    # No origin until HELIOGRAPH_UPSTREAM_<NAME> gives one; with_overrides leaves them out until then.
+    **{name: Provider(name, "", "openai") for name in LOCAL_SERVERS},
     "anthropic": Provider("anthropic", "https://api.anthropic.com", "anthropic"),
     # Azure's origin comes from Helicone-OpenAI-Api-Base on each request.
     "azure": Provider("azure", "", "openai"),
 }
 
-LOCAL_PROVIDERS = frozenset({"ollama", "vllm", "local"})
+LOCAL_PROVIDERS = frozenset(LOCAL_SERVERS)
 
 AZURE_HOST = re.compile(
     r"^[a-z0-9-]+\.(openai\.azure\.com|azure-api\.net|cognitiveservices\.azure\.com|services\.ai\.azure\.com)$")
@@ -70,8 +77,8 @@ KNOWN_HOSTS: dict[str, str] = {
 
 
 def with_overrides(upstreams: dict[str, str] | None) -> dict[str, Provider]:
-    """The provider table with HELIOGRAPH_UPSTREAM_<PROVIDER> origins applied."""
-    table = dict(PROVIDERS)
+    """The provider table with HELIOGRAPH_UPSTREAM_<PROVIDER> origins applied; local servers only if set."""
+    table = {name: p for name, p in PROVIDERS.items() if name not in LOCAL_PROVIDERS}
     for name, origin in (upstreams or {}).items():
         base = table.get(name)
         if base is None:
@@ -80,6 +87,17 @@ def with_overrides(upstreams: dict[str, str] | None) -> dict[str, Provider]:
         else:
             table[name] = Provider(name, origin, base.family)
     return table
+
+
+def no_route(prefix: str, providers: dict[str, Provider]) -> str:
+    """Why `/<prefix>` is a 404: a local server not configured, or no such provider."""
+    usual = LOCAL_SERVERS.get(prefix)
+    if usual is not None:
+        return (f"/{prefix} forwards to a self-hosted server and is off until configured: set "
+                f"HELIOGRAPH_UPSTREAM_{prefix.upper()}={usual} (or [upstreams] {prefix} = \"{usual}\" "
+                "in the config file) to enable it.")
+    return (f"No provider at /{prefix}. Use /openai/v1, /anthropic/v1, /azure, "
+            f"/gateway or one of: {', '.join(sorted(providers))}.")
 
 
 def origin_of(url: str) -> str | None:
