@@ -98,16 +98,22 @@ def aged(request_id: str, days_old: float, **fields: Any) -> dict[str, Any]:
 
 def test_body_expiry_keeps_rows_metrics_and_rollups(store: Store) -> None:
     make_rollups(store)
-    store.insert_requests([aged("old", 40, props={"f": "x"}), aged("edge", 29.9), aged("new", 1)])
+    stream = zlib.compress(b"data: [DONE]\n\n")
+    store.insert_requests([aged("old", 40, props={"f": "x"}, streamed=True, response_stream=stream),
+                           aged("edge", 29.9, streamed=True, response_stream=stream), aged("new", 1)])
     store.set_scores("old", {"q": 3})
     result = store.prune(body_days=30, metrics_days=0, now_ms=NOW)
     assert result.bodies == 1 and result.deleted == {} and result.complete
     old = store.get_request("old")
     assert old is not None and old["request_body"] is None and old["response_body"] is None
+    assert old["response_stream"] is None
     assert old["scores"] == {"q": 3} and old["cost"] == 0.001
     from heliograph.api.records import render_request
-    rendered = render_request(old)
+    rendered = render_request(old, raw_stream=True)
     assert rendered["request_body"] is None and rendered["response_body"] is None
+    assert rendered["response_stream"] is None
+    edge = store.get_request("edge")
+    assert edge is not None and render_request(edge, raw_stream=True)["response_stream"] == "data: [DONE]\n\n"
     assert rendered["properties"] == {"f": "x"}
     for kept in ("edge", "new"):
         got = store.get_request(kept)

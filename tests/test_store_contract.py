@@ -96,7 +96,8 @@ def test_concurrent_migrations_apply_each_step_once(store_url: str) -> None:
 
 def test_insert_then_get_round_trips_every_column(store: Store) -> None:
     row = make_row("r-1", user_id="u", props={"feature": "support"}, streamed=True, partial=True,
-                   cache_enabled=True, ttft_ms=12.5, cost=None, pricing_status="unpriced", attempts='[{"status": 429}]')
+                   cache_enabled=True, ttft_ms=12.5, cost=None, pricing_status="unpriced", attempts='[{"status": 429}]',
+                   response_stream=zlib.compress(b'data: {"id": "chatcmpl-1"}\n\n'))
     store.insert_requests([row])
     got = store.get_request("r-1")
     assert got is not None

@@ -90,13 +90,20 @@ _RECORD_FIELDS: dict[str, Any] = {
     **{name: {"type": ["number", "null"]} for name in (
         "delay_ms", "time_to_first_token", "gateway_overhead_ms")},
     "cost": {"type": ["number", "null"], "description": "USD; null when the model has no known price"},
+    "pricing_status": {"enum": ["priced", "unpriced", "not_billable"],
+                       "description": "unpriced: usage without a known price (cost null); not_billable: "
+                                      "nothing to bill (reads, model lists, token counting, refused calls; cost 0)"},
     **{name: {"type": "boolean"} for name in ("cache_enabled", "streamed", "partial")},
     **{name: {"type": "object", "additionalProperties": {"type": "string"}}
        for name in ("properties", "request_properties")},
     "scores": {"type": "object", "additionalProperties": {"type": "integer"}},
     "attempts": {"type": "array", "items": {"type": "object"}},
     "request_body": {"description": "the request as sent (JSON, or text); absent when includeInputs is false"},
-    "response_body": {"description": "the response as received; absent when includeInputs is false"},
+    "response_body": {"description": "the response as received (a streamed one assembled in the provider's "
+                                     "non-stream shape); absent when includeInputs is false"},
+    "response_stream": {"type": ["string", "null"],
+                        "description": "a streamed response's SSE as received (null if not streamed); "
+                                       "only with includeRawStream=true"},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -162,8 +169,11 @@ PATHS: dict[str, Any] = {
         "responses": {**_ok({"type": "array", "items": ref("Request")}, "Matching records."),
                       **_errors("400", "401", "503")}}},
     "/api/v1/request/{request_id}": {"get": {
-        "summary": "One recorded request.", "security": SECURITY, "parameters": [REQUEST_ID],
-        "responses": {**_ok(ref("Request"), "The record."), **_errors("401", "404", "503")}}},
+        "summary": "One recorded request.", "security": SECURITY, "parameters": [REQUEST_ID, {
+            "name": "includeRawStream", "in": "query", "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "true adds `response_stream`, a streamed response's SSE as received."}],
+        "responses": {**_ok(ref("Request"), "The record."), **_errors("400", "401", "404", "503")}}},
     "/api/v1/request/{request_id}/feedback": {"post": {
         "summary": "Rate a request; stored as score helicone-score-feedback = 1 or 0.", "security": SECURITY,
         "parameters": [REQUEST_ID],

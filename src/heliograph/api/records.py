@@ -25,10 +25,17 @@ def _body(blob: bytes | None) -> Any:
         return text.decode("utf-8", "replace")
 
 
-def render_request(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` as the store returns it: a `requests` row, bodies if fetched, and `scores`."""
+def _text(blob: bytes | None) -> str | None:
+    return None if blob is None else zlib.decompress(blob).decode("utf-8", "replace")
+
+
+def render_request(row: dict[str, Any], *, raw_stream: bool = False) -> dict[str, Any]:
+    """`row` as the store returns it: a `requests` row, bodies if fetched, and `scores`.
+
+    `raw_stream` adds `response_stream`: a streamed answer's SSE as received (null otherwise);
+    `response_body` then holds that answer assembled in the provider's non-stream shape."""
     properties = orjson.loads(row["properties"])
-    return {
+    record = {
         "request_id": row["id"],
         "request_created_at": iso(row["created_at"]),
         "response_created_at": iso(row["created_at"] + int(row["latency_ms"])),
@@ -72,3 +79,6 @@ def render_request(row: dict[str, Any]) -> dict[str, Any]:
         "gateway_overhead_ms": row["gateway_overhead_ms"],
         "key_id": row["key_id"],
     }
+    if raw_stream:
+        record["response_stream"] = _text(row.get("response_stream"))
+    return record

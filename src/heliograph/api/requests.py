@@ -1,7 +1,7 @@
 """Helicone's request endpoints: query, one record, feedback, scores, properties.
 
     POST /v1/request/query               filter tree, sort, offset, limit → records
-    GET  /v1/request/{id}                one record
+    GET  /v1/request/{id}                one record (?includeRawStream=true: a stream's SSE too)
     POST /v1/request/{id}/feedback       {"rating": bool} → score helicone-score-feedback 1/0
     POST /v1/request/{id}/score          {"scores": {name: int | bool}}
     PUT  /v1/request/{id}/property       {"key": k, "value": v} or {k: v, …}
@@ -121,6 +121,13 @@ def parse_properties(body: Mapping[str, Any]) -> dict[str, str]:
     return pairs
 
 
+def _query_flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise ApiError(f"'{name}' must be true or false, got {value!r}.")
+    return value == "true"
+
+
 def _request_id(request: Request) -> str:
     request_id: str = request.path_params["request_id"]
     if "\x00" in request_id:
@@ -150,10 +157,11 @@ def request_routes(store: Store, keys: KeyCache) -> list[Route]:
 
     async def get_one(request: Request) -> Response:
         request_id = _request_id(request)
+        raw_stream = _query_flag(request, "includeRawStream")
         row = await asyncio.to_thread(store.get_request, request_id)
         if row is None:
             raise ApiError(f"No request with id {request_id!r}.", 404)
-        return envelope(render_request(row))
+        return envelope(render_request(row, raw_stream=raw_stream))
 
     async def feedback(request: Request) -> Response:
         request_id = _request_id(request)

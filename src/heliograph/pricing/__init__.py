@@ -1,7 +1,9 @@
 """Cost in USD of a recorded call: a configured price, else genai-prices' bundled snapshot.
 
 Never a silent 0: no model, no reported usage, a self-hosted provider or a model genai-prices does
-not know gives `(None, "unpriced")`. Prices are never fetched over the network.
+not know gives `(None, "unpriced")`. A call that bills nothing at all (`billable` is False: reads,
+model lists, token counting, files, batches) is `not_billable` at $0, decided by the caller.
+Prices are never fetched over the network.
 
 Speed: the recorder prices thousands of records a second, and genai-prices' general calculation
 (unit decomposition in Decimal) costs ~60 µs a call. Its prices are linear in the four token
@@ -28,9 +30,9 @@ from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
 from heliograph.proxy.providers.usage import Usage
 
-__all__ = ["PriceOverride", "PricingStatus", "parse_overrides", "price"]
+__all__ = ["PriceOverride", "PricingStatus", "billable", "parse_overrides", "price"]
 
-PricingStatus = Literal["priced", "unpriced"]
+PricingStatus = Literal["priced", "unpriced", "not_billable"]
 
 _UNPRICED: Final[tuple[None, PricingStatus]] = (None, "unpriced")
 
@@ -108,6 +110,25 @@ def price(
     model_price = model_info.get_prices(at or datetime.now(UTC))
     cost = _cost(model_price, usage)
     return _UNPRICED if cost is None else (cost, "priced")
+
+
+# Path segments of POST endpoints that never bill tokens. `models` counts only near the end
+# (/v1/models/{id}): Azure AI's `/models/chat/completions` is billed, and so is Gemini's native
+# `models/<name>:generateContent`, whose `:method` suffix is judged apart.
+_FREE_SEGMENTS: Final = frozenset({"files", "uploads", "batches", "count_tokens"})
+_FREE_METHODS: Final = frozenset({"countTokens"})
+
+
+def billable(method: str, path: str) -> bool:
+    """False when a call to `path` can bill nothing: any read (GET, HEAD, DELETE…: retrieving a
+    stored response must not bill it twice), model lists, token counting, files and batches (a
+    batch bills its requests later, not the call that sends it)."""
+    if method.upper() != "POST":
+        return False
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    if segments and ":" in segments[-1]:
+        return segments[-1].rsplit(":", 1)[1] not in _FREE_METHODS
+    return "models" not in segments[-2:] and _FREE_SEGMENTS.isdisjoint(segments)
 
 
 def parse_overrides(raw: Mapping[str, Mapping[str, float]]) -> dict[str, PriceOverride]:

@@ -1,4 +1,4 @@
-"""Turn a RawRecord into a stored row: parse, extract usage, price, omit, compress.
+"""Turn a RawRecord into a stored row: parse, extract usage, price, assemble streams, omit, compress.
 
 Runs in the recorder thread, never on the request path.
 """
@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from ..pricing import PriceOverride, price
+from ..pricing import PriceOverride, billable, price
 from ..proxy.providers.usage import extract_usage
+from .assemble import assemble_stream
 from .record import RawRecord
 
 PROPERTY_PREFIX = "helicone-property-"
@@ -64,9 +65,10 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
     cost: float | None
     if raw.cache_hit:
         cost, pricing_status = 0.0, "priced"
-    elif raw.status >= 400 and not usage.has_usage:
-        # A refused call costs nothing: the provider bills only answered tokens.
-        cost, pricing_status = 0.0, "priced"
+    elif not billable(raw.method, upstream_path) or (raw.status >= 400 and not usage.has_usage):
+        # Reads, model lists, token counting… bill nothing; nor does a refused call: the provider
+        # bills only answered tokens.
+        cost, pricing_status = 0.0, "not_billable"
     else:
         cost, pricing_status = price(raw.provider, model, usage, overrides,
                                      at=datetime.fromtimestamp(raw.created_at, tz=timezone.utc))
@@ -82,9 +84,14 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
     stored_request = raw.request_body
     if h.get("helicone-omit-request") == "true":
         stored_request = orjson.dumps({"model": request_model})
-    stored_response = response_body
+    stored_response, stored_stream = response_body, None
     if h.get("helicone-omit-response") == "true":
         stored_response = orjson.dumps({"model": usage.model or request_model})
+    elif raw.streamed:
+        # Stored as Helicone does: the answer in the provider's non-stream shape; the SSE apart.
+        stored_stream = zlib.compress(response_body, 1)
+        if (assembled := assemble_stream(response_body)) is not None:
+            stored_response = orjson.dumps(assembled)
 
     return {
         "id": raw.id,
@@ -128,4 +135,5 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
         # level 6 cost ~20 % more CPU for bodies under 1 % smaller.
         "request_body": zlib.compress(stored_request, 1),
         "response_body": zlib.compress(stored_response, 1),
+        "response_stream": stored_stream,
     }

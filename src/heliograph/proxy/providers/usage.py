@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import orjson
 from sseclient import SSEClient
 
-__all__ = ["Usage", "extract_usage"]
+__all__ = ["Usage", "extract_usage", "sse_json"]
 
 _Obj = dict[str, object]
 
@@ -116,7 +116,7 @@ def _openai_stream(body: bytes) -> Usage:
     out = Usage()
     usage: object = None
     groq_usage: object = None
-    for event in _sse_json(body, skip=_is_responses_delta):
+    for event in sse_json(body, skip=_is_responses_delta):
         kind = event.get("type")
         if isinstance(kind, str) and kind.startswith("response."):
             # Responses API: every lifecycle event wraps the response object so far.
@@ -230,7 +230,7 @@ _ANTHROPIC_NO_USAGE = frozenset(
 def _anthropic_stream(body: bytes) -> Usage:
     out = Usage()
     counts = _AnthropicCounts()
-    for event in _sse_json(body, skip=_ANTHROPIC_NO_USAGE.__contains__):
+    for event in sse_json(body, skip=_ANTHROPIC_NO_USAGE.__contains__):
         kind = event.get("type")
         if kind == "message_start" and (message := _obj(event.get("message"))) is not None:
             out.model = _str(message.get("model"))
@@ -277,8 +277,10 @@ class _AnthropicCounts:
 # --- parsing helpers: tolerate any JSON shape, never raise ---
 
 
-def _sse_json(body: bytes, *, skip: Callable[[str], bool]) -> Iterator[_Obj]:
+def sse_json(body: bytes, *, skip: Callable[[str], bool] | None = None) -> Iterator[_Obj]:
     """The JSON-object payloads of an SSE body, in order, except events whose name `skip`s.
+
+    Shared with recording/assemble.py, which rebuilds the whole answer from the same events.
 
     sseclient-py does the framing (\\n\\n, \\r\\n\\r\\n, comments, multi-line data); a trailing
     event cut off mid-way comes out as invalid JSON and is dropped.
@@ -289,7 +291,7 @@ def _sse_json(body: bytes, *, skip: Callable[[str], bool]) -> Iterator[_Obj]:
         # sseclient decodes strictly; a stream cut inside a multi-byte character must not raise.
         body = body.decode(errors="replace").encode()
     for event in SSEClient(iter((body,))).events():
-        if skip(event.event) or event.data == "[DONE]":
+        if (skip is not None and skip(event.event)) or event.data == "[DONE]":
             continue
         if (payload := _loads(event.data)) is not None:
             yield payload
