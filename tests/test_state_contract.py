@@ -9,25 +9,31 @@ really sleeps, so those scenarios use short TTLs and fast refill rates.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import socket
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from heliograph.controls.ratelimit import Policy, parse_policy, rate_limit_headers
 from heliograph.state import Cache, RateLimiter, State, StateUnavailable, lookup, open_state, store
+from heliograph.state import redis as redis_state
 from heliograph.state.memory import MemoryCache, MemoryRateLimiter
+from heliograph.state.redis import RedisCache
+from heliograph.state.vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE, VectorIndex, unit_vector
 
 from .conftest import redis_url
 
 RUN_PREFIX = f"heliograph-test-{uuid.uuid4().hex[:10]}:"
+# These scenarios test what Redis answers, not how fast: the gateway's short default timeout could
+# fail a burst of new connections on a busy CI machine. test_redis_that_never_answers_* checks it.
+TIMEOUT = 5.0
 
 
 
@@ -46,6 +52,7 @@ class Harness:
     limiter: RateLimiter
     advance: Callable[[float], Awaitable[None]]
     state: State | None = None          # the Redis state, for raw checks
+    twin: Cache | None = None           # another process's view: on Redis a second client, else `cache`
 
 
 Backend = Callable[..., Any]            # (**options) -> async context manager of Harness
@@ -58,22 +65,24 @@ async def memory_harness(max_vectors_per_scope: int = 1_000) -> AsyncIterator[Ha
     async def advance(seconds: float) -> None:
         clock.now += seconds
 
-    yield Harness(MemoryCache(max_vectors_per_scope=max_vectors_per_scope, clock=clock),
-                  MemoryRateLimiter(clock=clock), advance)
+    cache = MemoryCache(max_vectors_per_scope=max_vectors_per_scope, clock=clock)
+    yield Harness(cache, MemoryRateLimiter(clock=clock), advance, twin=cache)
 
 
 def redis_harness(url: str, prefix: str) -> Backend:
     @asynccontextmanager
     async def harness(max_vectors_per_scope: int = 1_000) -> AsyncIterator[Harness]:
-        state = open_state(url, key_prefix=prefix, max_vectors_per_scope=max_vectors_per_scope)
+        state, twin = (open_state(url, key_prefix=prefix, timeout=TIMEOUT, max_vectors_per_scope=max_vectors_per_scope)
+                       for _ in range(2))
         try:
-            yield Harness(state.cache, state.limiter, asyncio.sleep, state)
+            yield Harness(state.cache, state.limiter, asyncio.sleep, state, twin.cache)
         finally:
             assert state.client is not None
             keys = [k async for k in state.client.scan_iter(match=prefix + "*")]
             if keys:
                 await state.client.delete(*keys)
             await state.close()
+            await twin.close()
     return harness
 
 
@@ -203,6 +212,49 @@ def test_semantic_bounded_and_expiring(backend: Backend) -> None:
     run(backend, scenario, max_vectors_per_scope=5)
 
 
+def test_semantic_stale_copy_picks_up_what_another_process_stored(backend: Backend,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Redis client keeps its own copy of a scope's vectors; once built it must still see
+    what another process stores later (read in pages), apply each entry once when lookups race,
+    and keep the same newest N as Redis."""
+    monkeypatch.setattr(redis_state, "_PAGE", 3)
+
+    async def scenario(h: Harness) -> None:
+        assert h.twin is not None
+        await h.cache.add_vector("scope", basis(0), "a0", 60)
+        assert exact(await h.cache.nearest("scope", basis(0), 0.9)) == "a0"   # this copy is built
+        assert await h.twin.nearest("scope", basis(1), 0.9) is None            # and the twin's
+        for i in range(1, 7):
+            await h.twin.add_vector("scope", basis(i), f"b{i}", 60)
+        found = await asyncio.gather(*(h.cache.nearest("scope", basis(i), 0.9) for i in range(7)))
+        assert [exact(f) for f in found] == [None, None, "b2", "b3", "b4", "b5", "b6"]   # cap 5
+        assert exact(await h.twin.nearest("scope", basis(6), 0.9)) == "b6"
+        assert await h.twin.nearest("scope", basis(0), 0.9) is None
+        await h.twin.add_vector("unseen", basis(3), "u3", 60)
+        assert exact(await h.cache.nearest("unseen", basis(3), 0.9)) == "u3"
+    run(backend, scenario, max_vectors_per_scope=5)
+
+
+def test_semantic_cap_per_scope_holds(backend: Backend) -> None:
+    dims = 128
+
+    async def scenario(h: Harness) -> None:
+        assert h.twin is not None
+        await h.cache.add_vector("scope", basis(0, dims), "v0", 60)
+        assert exact(await h.cache.nearest("scope", basis(0, dims), 0.9)) == "v0"
+        for i in range(1, 120):
+            await h.twin.add_vector("scope", basis(i, dims), f"v{i}", 60)
+        for cache in (h.cache, h.twin):
+            found = [exact(await cache.nearest("scope", basis(i, dims), 0.9)) for i in range(120)]
+            assert found == [None] * 70 + [f"v{i}" for i in range(70, 120)]
+            vectors = cast("MemoryCache | RedisCache", cache).vectors
+            assert vectors.rows <= 50
+        if h.state is not None:
+            assert h.state.client is not None
+            assert await h.state.client.xlen(cast(RedisCache, h.state.cache)._streams + "scope") == 50
+    run(backend, scenario, max_vectors_per_scope=50)
+
+
 # --- RateLimiter ---------------------------------------------------------------------------------
 
 def policy(text: str) -> Policy:
@@ -288,7 +340,7 @@ def test_redis_two_clients_never_over_admit() -> None:
     url, prefix = redis_url(), f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}:"
 
     async def main() -> None:
-        a, b = (open_state(url, key_prefix=prefix) for _ in range(2))
+        a, b = (open_state(url, key_prefix=prefix, timeout=TIMEOUT) for _ in range(2))
         try:
             calls = [s.limiter.take("shared", 10, 10 / 3600, 1) for _ in range(40) for s in (a, b)]
             decisions = await asyncio.gather(*calls)
@@ -331,6 +383,77 @@ def test_redis_down_raises_state_unavailable_quickly() -> None:
     asyncio.run(main())
 
 
+@contextmanager
+def blackhole() -> Iterator[int]:
+    """A port on loopback that accepts TCP connections and never answers: a partitioned Redis."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.02)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_redis_that_never_answers_fails_open_fast() -> None:
+    """With the default `redis_timeout_ms` every operation gives up well under half a second, and
+    the proxy's cache lookup and rate-limit check fail open (a miss; the request let through)."""
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from heliograph.proxy import caching, limiting
+    from heliograph.settings import Settings
+
+    bound = 0.5
+
+    async def main(port: int) -> None:
+        state = open_state(f"redis://127.0.0.1:{port}/0", timeout=Settings().redis_timeout_ms / 1000)
+        try:
+            operations: list[Callable[[], Awaitable[object]]] = [
+                lambda: state.limiter.take("b", 3, 1, 1),
+                lambda: state.cache.get_many(["a", "b"]),
+                lambda: state.cache.nearest("s", [1.0, 0.0], 0.9),
+                lambda: state.cache.add_vector("s", [1.0, 0.0], "k", 60),
+                state.check,
+            ]
+            for operation in operations:
+                started = time.monotonic()
+                with pytest.raises(StateUnavailable) as failure:
+                    await operation()
+                assert time.monotonic() - started < bound
+                assert isinstance(failure.value.__cause__, (RedisTimeout, TimeoutError))
+
+            url, body = "http://127.0.0.1/openai/v1/chat/completions", b'{"model": "m", "messages": []}'
+            plan = caching.plan({"helicone-cache-enabled": "true"}, url, body)
+            assert plan is not None
+            started = time.monotonic()
+            assert await caching.find(state.cache, plan, None, url, body, {}) is None
+            assert time.monotonic() - started < bound
+            started = time.monotonic()
+            headers: list[tuple[bytes, bytes]] = []
+            assert await limiting.check(state.limiter, {"helicone-ratelimit-policy": "10;w=60"}, body, headers) is None
+            assert time.monotonic() - started < bound and headers == []
+        finally:
+            await state.close()
+
+    with blackhole() as port:
+        asyncio.run(main(port))
+
+
 # --- memory bounds -------------------------------------------------------------------------------
 
 def test_memory_cache_bounded_lru() -> None:
@@ -353,6 +476,28 @@ def test_memory_cache_bounded_lru() -> None:
         assert await vectors.nearest("s1", basis(0), 0.9) is None    # least recently used scope
         assert exact(await vectors.nearest("s3", basis(0), 0.9)) == "s3-0"
     asyncio.run(main())
+
+
+def test_vector_index_default_bounds() -> None:
+    """10,000 vectors per scope, 50,000 rows and 10,000 scopes per process (the README's numbers)."""
+    assert (MAX_VECTORS_PER_SCOPE, MAX_VECTORS) == (10_000, 50_000)
+    index = VectorIndex()
+    rng = random.Random(5)
+
+    def add(scope: str, count: int) -> None:
+        for i in range(count):
+            index.add(scope, unit_vector([rng.random() + 0.01 for _ in range(8)]), f"{scope}-{i}", 1e9)
+
+    add("big", 10_100)
+    big = index.scope("big")
+    assert big is not None and big.count == 10_000 and big.rows == 10_000 and index.rows == 10_000
+    assert index.nearest("big", unit_vector([1.0] * 8), 0.5, 0.0) is not None
+    for n in range(5):                      # 60,000 rows wanted: the least recently used scope goes
+        add(f"s{n}", 10_000)
+    assert index.rows <= 50_000 and index.scope("big") is None and index.scope("s4") is not None
+    for n in range(10_050):
+        index.add(f"tiny{n}", unit_vector([1.0, 0.0]), "k", 1e9)
+    assert len(index) == 10_000
 
 
 def test_memory_limiter_bounded() -> None:

@@ -1,19 +1,15 @@
 """The state protocols the proxy talks to, and the logic shared by every backend.
 
 `Cache` holds exact-cache entries (bytes under a key, with a TTL) and the semantic index
-(normalised vectors pointing at exact-cache keys, per scope, bounded). `RateLimiter` holds token
+(normalised vectors pointing at exact-cache keys, per scope, bounded: see vectors.py). `RateLimiter` holds token
 buckets. Every backend error surfaces as `StateUnavailable`, the one exception the proxy catches
 to fail open: a cache error is a miss, a limiter error lets the request through without headers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import operator
 import random
-from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -124,41 +120,3 @@ def decision(allowed: bool, tokens: float, capacity: float, refill: float, cost:
 def full_after(tokens: float, capacity: float, refill: float) -> float:
     """Seconds until the bucket is full, i.e. until forgetting it changes nothing."""
     return max(0.0, (capacity - tokens) / refill)
-
-
-# --- semantic vectors --------------------------------------------------------------------------
-
-def normalised(vector: Iterable[float]) -> array[float]:
-    """float32 unit vector: cosine similarity becomes a dot product, at 4 bytes per dimension."""
-    values = array("f", vector)
-    norm = math.sqrt(math.fsum(x * x for x in values))
-    if norm == 0 or not math.isfinite(norm):
-        raise ValueError("cannot index a zero or non-finite vector")
-    return array("f", (x / norm for x in values))
-
-
-_sumprod = getattr(math, "sumprod", None)      # C speed on Python ≥ 3.12
-
-
-def dot(a: array[float], b: array[float]) -> float:
-    if len(a) != len(b):
-        return -1.0          # another embedding model wrote this entry: never a match
-    if _sumprod is not None:
-        return float(_sumprod(a, b))
-    return float(sum(map(operator.mul, a, b)))
-
-
-async def best_match(query: array[float], candidates: Iterable[tuple[array[float], str]],
-                     threshold: float) -> tuple[str, float] | None:
-    """Linear scan (bounded per scope), yielding to the event loop so a big scope cannot stall it."""
-    best: tuple[str, float] | None = None
-    for n, (vector, value_key) in enumerate(candidates, 1):
-        similarity = dot(query, vector)
-        # float32 rounding: an identical text must still pass a threshold of 1.0
-        if similarity >= threshold - 1e-6 and (best is None or similarity > best[1]):
-            best = (value_key, similarity)
-        if n % 128 == 0:
-            await asyncio.sleep(0)
-    if best is not None:
-        best = (best[0], min(1.0, best[1]))    # float32 rounding can give 1.0000001
-    return best

@@ -9,29 +9,25 @@ forgets a bucket's deficit (that bucket starts full again: fail-open, never over
 from __future__ import annotations
 
 import time
-from array import array
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from .base import Decision, best_match, bucket_step, full_after, normalised
+from .base import Decision, bucket_step, full_after
+from .vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE, VectorIndex, unit_vector
 
 Clock = Callable[[], float]
 
 
 class MemoryCache:
     def __init__(self, max_entries: int = 10_000, max_bytes: int = 256 * 1024 * 1024,
-                 max_vectors_per_scope: int = 1_000, max_vectors: int = 10_000,
+                 max_vectors_per_scope: int = MAX_VECTORS_PER_SCOPE, max_vectors: int = MAX_VECTORS,
                  clock: Clock = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self.max_vectors_per_scope = max_vectors_per_scope
-        self.max_vectors = max_vectors
         self._clock = clock
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()   # value, expires at
         self._bytes = 0
-        # scope → (vector, value key, expires at), oldest first; scopes themselves in LRU order
-        self._scopes: OrderedDict[str, deque[tuple[array[float], str, float]]] = OrderedDict()
-        self._vectors = 0
+        self.vectors = VectorIndex(max_vectors_per_scope, max_vectors)      # bounds: see vectors.py
 
     @property
     def size_bytes(self) -> int:
@@ -62,37 +58,12 @@ class MemoryCache:
         return True
 
     async def nearest(self, scope: str, vector: Sequence[float], threshold: float) -> tuple[str, float] | None:
-        entries = self._scopes.get(scope)
-        if entries is None:
-            return None
-        self._scopes.move_to_end(scope)
-        now = self._clock()
-        while entries and entries[0][2] <= now:       # usually one TTL per scope: oldest expire first
-            entries.popleft()
-            self._vectors -= 1
-        # A snapshot: best_match yields to the loop and add_vector may append meanwhile.
-        live = [(v, k) for v, k, expires in entries if expires > now]
-        return await best_match(normalised(vector), live, threshold)
+        return self.vectors.nearest(scope, unit_vector(vector), threshold, self._clock())
 
     async def add_vector(self, scope: str, vector: Sequence[float], value_key: str, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             return
-        unit = normalised(vector)
-        entries = self._scopes.get(scope)
-        if entries is None:
-            entries = self._scopes[scope] = deque()
-        self._scopes.move_to_end(scope)
-        if len(entries) >= self.max_vectors_per_scope:
-            entries.popleft()
-            self._vectors -= 1
-        entries.append((unit, value_key, self._clock() + ttl_seconds))
-        self._vectors += 1
-        while self._vectors > self.max_vectors:     # the least recently used scope gives way
-            oldest_scope, oldest = next(iter(self._scopes.items()))
-            oldest.popleft()
-            self._vectors -= 1
-            if not oldest:
-                del self._scopes[oldest_scope]
+        self.vectors.add(scope, unit_vector(vector), value_key, self._clock() + ttl_seconds)
 
     def _get(self, key: str, now: float) -> bytes | None:
         entry = self._entries.get(key)

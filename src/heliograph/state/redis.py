@@ -3,9 +3,16 @@
 Keys, all under one prefix (default `heliograph:`):
 
     <prefix>c:<cache key>       exact-cache value, SET … EX <max-age>
-    <prefix>v:<scope>           semantic index: a list, newest first, trimmed to N entries;
-                                each entry = expiry (unix s, f64) + value key + float32 unit vector
+    <prefix>vs:<scope>          semantic index: a stream trimmed to the newest N entries (XADD
+                                MAXLEN N), one field `e` = expiry (unix s, f64) + value key +
+                                float32 unit vector (~1.1 KiB at 256 dimensions)
     <prefix>rl:<bucket id>      token bucket: hash {t: tokens, u: updated at (server time)}
+
+Each process keeps its own copy of the vectors it looks up in (vectors.py: numpy, bounded per scope
+and per process) and, before each lookup, reads only the stream entries after the last id it has
+applied (XRANGE exclusive of it): usually none, so a lookup is one small round trip and one
+matrix-vector product, not a download of the scope. A scope is read whole, in pages, only the first
+time a process looks in it (or after it dropped the scope to stay within its bounds).
 
 The bucket is updated by one Lua script (EVALSHA, loaded on first use), so concurrent processes
 never over-admit. It reads the server's TIME, so processes on hosts with skewed clocks still share
@@ -14,27 +21,27 @@ and a full one are the same thing.
 
 Errors and timeouts raise `StateUnavailable`; the proxy fails open. The client retries once on a
 broken connection (a pooled socket left over from a Redis restart) but never on a timeout, and the
-timeouts are short, so a sick Redis costs a request at most about `timeout` seconds.
+timeouts are short (`redis_timeout_ms`, 100 ms by default: Redis on the same network answers in well
+under 1 ms), so a sick or unreachable Redis costs each state operation at most about `timeout`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import struct
-import sys
 import time
-from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
+import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from .base import Decision, StateUnavailable, best_match, decision, normalised
+from .base import Decision, StateUnavailable, decision
+from .vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE, Vector, VectorIndex, unit_vector
 
 _BUCKET_SCRIPT = """
 local capacity = tonumber(ARGV[1])
@@ -70,19 +77,36 @@ end
 return {allowed, string.format('%.17g', tokens)}
 """
 
-_ENTRY_HEAD = struct.Struct("<dH")       # expiry (unix seconds), length of the value key
-_SWAP = sys.byteorder == "big"          # vectors are stored little-endian whatever the host
+# The entries of a stream after an id (exclusive), packed into one string so a page of a thousand
+# entries is one reply to parse, not five thousand: per entry a big-endian u16 id length and u32
+# value length, then the id and the value of field `e`.
+_READ_SCRIPT = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local out = {}
+for i, entry in ipairs(entries) do
+  local fields, value = entry[2], ''
+  for j = 1, #fields, 2 do
+    if fields[j] == 'e' then value = fields[j + 1] end
+  end
+  out[i] = struct.pack('>I2I4', #entry[1], #value) .. entry[1] .. value
+end
+return {#entries, table.concat(out)}
+"""
+
+_ITEM_HEAD = struct.Struct(">HI")       # id length, value length: the packing of _READ_SCRIPT
+_ENTRY_HEAD = struct.Struct("<dH")      # expiry (unix seconds), length of the value key
+_PAGE = 1_000                           # stream entries per read (~1.1 MB at 256 dimensions)
 
 
 @contextmanager
 def _unavailable() -> Iterator[None]:
     try:
         yield
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (RedisError, OSError) as exc:     # redis's TimeoutError is a RedisError; asyncio's an OSError
         raise StateUnavailable(f"Redis: {exc or type(exc).__name__}") from exc
 
 
-def connect(url: str, timeout: float = 1.0) -> Redis:
+def connect(url: str, timeout: float = 0.1) -> Redis:
     """A pooled client; connects lazily, so nothing here touches the network. Replies stay bytes
     (no decode_responses): cached bodies and vectors are binary."""
     return Redis.from_url(
@@ -91,11 +115,14 @@ def connect(url: str, timeout: float = 1.0) -> Redis:
 
 
 class RedisCache:
-    def __init__(self, client: Redis, prefix: str = "heliograph:", max_vectors_per_scope: int = 1_000) -> None:
+    def __init__(self, client: Redis, prefix: str = "heliograph:",
+                 max_vectors_per_scope: int = MAX_VECTORS_PER_SCOPE, max_vectors: int = MAX_VECTORS) -> None:
         self._client = client
         self._values = prefix + "c:"
-        self._vectors = prefix + "v:"
-        self.max_vectors_per_scope = max_vectors_per_scope
+        self._streams = prefix + "vs:"
+        self.vectors = VectorIndex(max_vectors_per_scope, max_vectors)     # this process's copy
+        self.max_vectors_per_scope = self.vectors.max_vectors_per_scope
+        self._read = client.register_script(_READ_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
         with _unavailable():
@@ -117,46 +144,78 @@ class RedisCache:
         return bool(written)
 
     async def nearest(self, scope: str, vector: Sequence[float], threshold: float) -> tuple[str, float] | None:
-        query = normalised(vector)
-        with _unavailable():
-            raw = await self._client.lrange(self._vectors + scope, 0, -1)
-        return await best_match(query, _decode_live(cast("list[bytes]", raw), time.time()), threshold)
+        query = unit_vector(vector)
+        await self._sync(scope)
+        return self.vectors.nearest(scope, query, threshold, time.time())
 
     async def add_vector(self, scope: str, vector: Sequence[float], value_key: str, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             return
-        key = self._vectors + scope
-        entry = _encode(normalised(vector), value_key, time.time() + ttl_seconds)
+        key = self._streams + scope
+        entry = _encode(unit_vector(vector), value_key, time.time() + ttl_seconds)
+        # Not added to this process's copy here: the next lookup reads it back with everyone else's,
+        # in stream order, so every process's copy holds the same newest N.
         with _unavailable():
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, entry)
-                pipe.ltrim(key, 0, self.max_vectors_per_scope - 1)
-                # The list lives as long as its longest-lived entry: set a TTL on a new list (NX),
+                pipe.xadd(key, {b"e": entry}, maxlen=self.max_vectors_per_scope, approximate=False)
+                # The stream lives as long as its longest-lived entry: set a TTL on a new one (NX),
                 # extend it for a longer-lived entry (GT), never shorten it.
                 pipe.expire(key, ttl_seconds, nx=True)
                 pipe.expire(key, ttl_seconds, gt=True)
                 await pipe.execute()
 
+    async def _sync(self, scope: str) -> None:
+        """Apply the entries stored (by any process) since the last one this process applied."""
+        key = self._streams + scope
+        after = self.vectors.cursor(scope)
+        while True:
+            with _unavailable():
+                count, packed = await self._read(keys=[key], args=[f"({after[0]}-{after[1]}", _PAGE])
+            now = time.time()
+            for raw_id, value in _unpack(memoryview(packed)):
+                entry_id = _entry_id(raw_id)
+                after = max(after, entry_id)
+                if entry_id <= self.vectors.cursor(scope):
+                    continue            # a concurrent lookup in this process applied it meanwhile
+                decoded = _decode(value)
+                if decoded is not None and decoded[2] > now:
+                    self.vectors.add(scope, *decoded)
+                self.vectors.advance(scope, entry_id)
+            if count < _PAGE:
+                return
 
-def _encode(vector: array[float], value_key: str, expires_at: float) -> bytes:
+
+def _unpack(packed: memoryview) -> Iterator[tuple[bytes, memoryview]]:
+    offset = 0
+    while offset < len(packed):
+        id_length, value_length = _ITEM_HEAD.unpack_from(packed, offset)
+        offset += _ITEM_HEAD.size + id_length
+        yield packed[offset - id_length:offset].tobytes(), packed[offset:offset + value_length]
+        offset += value_length
+
+
+def _entry_id(raw: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = raw.partition(b"-")
+    return int(milliseconds), int(sequence)
+
+
+def _encode(vector: Vector, value_key: str, expires_at: float) -> bytes:
     name = value_key.encode()
-    if _SWAP:
-        vector = array("f", vector)
-        vector.byteswap()
-    return _ENTRY_HEAD.pack(expires_at, len(name)) + name + vector.tobytes()
+    # little-endian whatever the host, so processes on any machine share the stream
+    return _ENTRY_HEAD.pack(expires_at, len(name)) + name + vector.astype("<f4").tobytes()
 
 
-def _decode_live(raw: list[bytes], now: float) -> Iterator[tuple[array[float], str]]:
-    for entry in raw:
-        expires_at, length = _ENTRY_HEAD.unpack_from(entry)
-        if expires_at <= now:
-            continue
-        start = _ENTRY_HEAD.size + length
-        vector = array("f")
-        vector.frombytes(entry[start:])
-        if _SWAP:
-            vector.byteswap()
-        yield vector, entry[_ENTRY_HEAD.size:start].decode()
+def _decode(entry: memoryview) -> tuple[Vector, str, float] | None:
+    """(unit vector, value key, expires at), or None for an entry this version cannot read."""
+    if len(entry) < _ENTRY_HEAD.size:
+        return None
+    expires_at, length = _ENTRY_HEAD.unpack_from(entry)
+    start = _ENTRY_HEAD.size + length
+    size = len(entry) - start
+    if size <= 0 or size % 4:
+        return None
+    vector = np.frombuffer(entry, dtype="<f4", offset=start).astype(np.float32)
+    return vector, bytes(entry[_ENTRY_HEAD.size:start]).decode(errors="replace"), float(expires_at)
 
 
 class RedisRateLimiter:
