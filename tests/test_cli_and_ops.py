@@ -108,7 +108,7 @@ def test_demo_sends_varied_traffic_and_records_it(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     result = run_cli("demo", "--port", str(port), "--requests", "120", "--exit", env=env_for(tmp_path))
-    assert "Demo traffic done: 120 requests" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "Done: 120 requests sent" in result.stdout, result.stdout + result.stderr
     with sqlite3.connect(tmp_path / "cli.db") as conn:
         assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 120
         providers = {r[0] for r in conn.execute("SELECT DISTINCT provider FROM requests")}

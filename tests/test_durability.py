@@ -148,7 +148,7 @@ def test_a_full_queue_spills_to_the_journal_and_nothing_is_lost(tmp_path: Path) 
         written.extend(str(row["id"]) for row in rows)
 
     recorder = Recorder(insert, Journal(tmp_path / "journal"), overrides={}, queue_size=2, batch_size=4,
-                        flush_ms=10, drain_timeout=5)
+                        flush_ms=10, drain_timeout=5, unavailable=(sqlite3.OperationalError,))
     recorder.start()
     ids = [f"r{n}" for n in range(50)]
     started = time.perf_counter()
@@ -157,6 +157,9 @@ def test_a_full_queue_spills_to_the_journal_and_nothing_is_lost(tmp_path: Path) 
                                   method="POST", path="/v1/chat/completions", target_url="", key_id=None,
                                   helicone={}, request_body=b"{}", status=200, response_body=b"{}"))
     assert time.perf_counter() - started < 1, "submit must never wait for the store"
+    deadline = time.monotonic() + 5
+    while recorder.journaled == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert recorder.journaled > 0
     store_open.set()
     recorder.close()

@@ -326,3 +326,20 @@ def test_postgres_reads_survive_a_dropped_connection(fresh_postgres: Callable[[]
         assert store.connection().info.backend_pid != pid
     finally:
         store.close()
+
+
+def test_a_replayed_row_is_stored_once_and_a_reused_id_gets_a_fresh_one(store: Store) -> None:
+    assert store.insert_requests([make_row("dup-1", props={"feature": "a"})]) == []
+    # The same call again (a journal replay): nothing changes.
+    assert store.insert_requests([make_row("dup-1", props={"feature": "a"})]) == []
+    # Another call under the same id (a client reusing Helicone-Request-Id): kept under a fresh id.
+    reassigned = store.insert_requests([make_row("dup-1", created_at=T0 + 5, props={"feature": "b"})])
+    assert len(reassigned) == 1 and reassigned[0][0] == "dup-1"
+    moved = store.get_request(reassigned[0][1])
+    assert moved is not None and moved["created_at"] == T0 + 5 and orjson.loads(moved["properties"]) == {"feature": "b"}
+    original = store.get_request("dup-1")
+    assert original is not None and original["created_at"] == T0
+    assert store.count_requests() == 2
+    # Two calls with one id in one batch: both kept.
+    store.insert_requests([make_row("dup-2"), make_row("dup-2", created_at=T0 + 1)])
+    assert store.count_requests() == 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -18,20 +19,24 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .api import api_routes
+from .errors import Overloaded
 from .pricing import parse_overrides
 from .proxy.auth import KeyCache
 from .proxy.handler import Proxy
 from .proxy.metrics import ProxyMetrics
 from .proxy.relay import Receive, Scope, Send
+from .recording.ids import RequestIds, new_request_id
 from .recording.journal import Journal
 from .recording.recorder import Recorder
 from .retention import RetentionRunner
 from .settings import Settings
 from .state import open_state
-from .storage import Store, open_store
+from .storage import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("heliograph")
 
+READYZ_TIMEOUT = 0.9
+JOURNAL_DEGRADED_AFTER = 30.0
 NOT_PROXIED = ("/api/", "/healthz", "/readyz", "/metrics")
 
 LANDING = """<!doctype html><meta charset="utf-8"><title>Heliograph</title>
@@ -40,6 +45,10 @@ LANDING = """<!doctype html><meta charset="utf-8"><title>Heliograph</title>
 <code>Helicone-Auth: Bearer &lt;key&gt;</code>.</p>
 <ul><li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li>
 <li><a href="/metrics">/metrics</a></li></ul>"""
+
+
+class StartupError(Exception):
+    """A reason not to start that a person can act on: said in one line, without a stack trace."""
 
 
 class Heliograph:
@@ -52,15 +61,30 @@ class Heliograph:
             self.store.insert_requests, Journal(settings.journal_path),
             overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size, flush_ms=settings.recorder_flush_ms,
-            drain_timeout=settings.drain_timeout)
-        self.state = open_state(settings.redis_url or None, key_prefix=settings.redis_key_prefix)
-        self.proxy = Proxy(settings, self.keys, self.recorder.submit, ProxyMetrics(self.registry), self.state)
+            drain_timeout=settings.drain_timeout, unavailable=(StoreUnavailable,))
+        self.state = open_state(settings.redis_url or None, key_prefix=settings.redis_key_prefix,
+                                timeout=settings.redis_timeout_ms / 1000)
+        self.ids = RequestIds(self.store.request_exists)
+        self.proxy_metrics = ProxyMetrics(self.registry)
+        self.proxy = Proxy(settings, self.keys, self.recorder.submit, self.proxy_metrics, self.state,
+                           self.ids)
+        self.in_flight = 0
+        self.max_in_flight = settings.max_in_flight or sys.maxsize
+        Gauge("heliograph_in_flight", "Proxied requests in progress (max_in_flight bounds it).",
+              registry=self.registry).set_function(lambda: self.in_flight)
         Gauge("heliograph_recorder_queue_depth", "Records waiting to be written.",
               registry=self.registry).set_function(lambda: self.recorder.queue_depth)
         Gauge("heliograph_journal_bytes", "Size of the disk journal of records waiting for the store.",
-              registry=self.registry).set_function(lambda: self.recorder.journal.size_bytes())
+              registry=self.registry).set_function(self.recorder.journal.size_bytes)
         Gauge("heliograph_recorder_written", "Records written to the store since start.",
               registry=self.registry).set_function(lambda: self.recorder.written)
+        Gauge("heliograph_duplicate_request_ids", "Calls whose Helicone-Request-Id was already used; "
+              "each was recorded under a fresh id.",
+              registry=self.registry).set_function(lambda: self.ids.reused + self.recorder.reassigned)
+        Gauge("heliograph_recorder_rejected", "Records the store refused even clamped, kept in journal/rejected/.",
+              registry=self.registry).set_function(lambda: self.recorder.rejected)
+        Gauge("heliograph_recorder_clamped", "Records stored with numbers clamped into range.",
+              registry=self.registry).set_function(lambda: self.recorder.clamped)
         Gauge("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without bodies).",
               registry=self.registry).set_function(lambda: self.recorder.internal_errors)
         self.web = Starlette(routes=[
@@ -68,9 +92,10 @@ class Heliograph:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
-            *api_routes(self.store, self.keys, self.recorder.submit),
+            *api_routes(self.store, self.keys, self.recorder.submit, self.ids),
         ])
         self._tasks: list[asyncio.Task[None]] = []
+        self._ping: asyncio.Future[None] | None = None
         self.retention = RetentionRunner(
             self.store, body_days=settings.body_retention_days, metrics_days=settings.metrics_retention_days,
             interval_s=settings.retention_interval_seconds)
@@ -80,14 +105,43 @@ class Heliograph:
             path: str = scope["path"]
             if path == "/" or path.startswith(NOT_PROXIED):
                 await self.web(scope, receive, send)
+            elif self.in_flight >= self.max_in_flight:
+                await self._shed(path, send)
             else:
-                await self.proxy(scope, receive, send)
+                self.in_flight += 1
+                try:
+                    await self.proxy(scope, receive, send)
+                finally:
+                    self.in_flight -= 1
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, send)
 
+    async def _shed(self, path: str, send: Send) -> None:
+        """Refuse at once rather than queue: past max_in_flight, every admitted call would only get
+        slower. Before authentication, so nothing is recorded; counted in heliograph_shed."""
+        self.proxy_metrics.shed.inc()
+        error = Overloaded(f"The gateway is at capacity ({self.max_in_flight} requests in flight); "
+                           f"retry in {Overloaded.retry_after_seconds} s.")
+        body = error.body("anthropic" if path.startswith("/anthropic/") else "openai")
+        await send({"type": "http.response.start", "status": error.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+            (b"retry-after", b"%d" % error.retry_after_seconds), (b"helicone-id", new_request_id().encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     async def startup(self) -> None:
+        journal = self.recorder.journal.directory.resolve()
+        try:
+            self.recorder.journal.check_writable()
+        except OSError as exc:
+            raise StartupError(f"the journal folder {journal} cannot be written ({exc.strerror or exc}); "
+                               "records wait there when the store is unavailable, so Heliograph does not "
+                               "start without it: set HELIOGRAPH_JOURNAL_DIR to a writable folder") from None
+        log.info("journal (records waiting for the store): %s", journal)
+        if not self.settings.journal_dir and not self.settings.db_url.startswith("sqlite:"):
+            log.warning("the journal is in %s by default: a container loses it on redeploy, and with it any "
+                        "records waiting for the store; set HELIOGRAPH_JOURNAL_DIR to a persistent volume", journal)
         await asyncio.to_thread(self.store.migrate)
         await self.state.check()
         await self.keys.reload()
@@ -111,6 +165,9 @@ class Heliograph:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
+                except StartupError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -128,19 +185,32 @@ class Heliograph:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        """Within READYZ_TIMEOUT whatever the store does; degraded while records wait in the journal."""
         problems: dict[str, Any] = {}
-        try:
-            await asyncio.to_thread(self.store.ping)
-        except Exception as exc:
-            problems["store"] = str(exc)
-        try:
-            await self.state.check()
-        except Exception as exc:
-            problems["state"] = str(exc)
-        if self.recorder.journal.size_bytes():
-            problems["journal"] = "records are waiting for the store"
-        status = 503 if "store" in problems or "state" in problems else 200
-        return JSONResponse({"status": "ready" if status == 200 else "unavailable", **problems}, status_code=status)
+        checks = {"store": self._ping_store(), "state": self.state.check()}
+        outcomes = await asyncio.gather(*(asyncio.wait_for(c, READYZ_TIMEOUT) for c in checks.values()),
+                                        return_exceptions=True)
+        for name, outcome in zip(checks, outcomes):
+            if isinstance(outcome, TimeoutError):
+                problems[name] = f"no answer within {READYZ_TIMEOUT:.1f} s"
+            elif isinstance(outcome, Exception):
+                problems[name] = str(outcome) or type(outcome).__name__
+        waiting = self.recorder.journal_wait_seconds()
+        if waiting > JOURNAL_DEGRADED_AFTER:
+            reason = self.recorder.last_store_error or "the store has not taken them yet"
+            problems["journal"] = (f"records have been waiting in the journal for {waiting:.0f} s "
+                                   f"({self.recorder.journal.size_bytes()} bytes): {reason}")
+        if "store" in problems or "state" in problems:
+            status, code = "unavailable", 503
+        else:
+            status, code = ("degraded" if problems else "ready"), 200
+        return JSONResponse({"status": status, **problems}, status_code=code)
+
+    async def _ping_store(self) -> None:
+        # One ping at a time: a store that hangs (a network partition) must not pile up threads.
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.ensure_future(asyncio.to_thread(self.store.ping))
+        await asyncio.shield(self._ping)
 
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,27 +1,49 @@
 """`heliograph demo`: the whole product with no internet and no provider key.
 
-Starts the built-in fake provider, points every provider at it, creates a demo key, serves the
-gateway, and sends a few hundred varied calls through it (several providers, users, sessions,
-properties, streaming and not, some errors) so that the store has something to look at.
+    1. bind the port before anything else (a free one, said out loud, when it is taken), so the
+       demo's traffic can only reach the gateway this process serves on that socket;
+    2. start the built-in fake provider, point every provider at it, create a demo key, serve;
+    3. from a thread: send one probe carrying a per-run nonce and check it arrived at *our* fake
+       provider, then a few hundred varied calls (several providers, users, sessions, properties,
+       streaming and not, some errors on purpose), each with a fresh Helicone-Request-Id;
+    4. wait until every one of them is in the store under the demo key, read one back through
+       the API, then print the key, real ids and commands to look at the data;
+    5. keep serving until Ctrl+C, or stop at once with --exit.
+
+Any step that fails stops the gateway and exits non-zero with one sentence: the demo never reports
+success for traffic it cannot prove went through its own gateway into its own store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import json
 import random
+import secrets
+import shlex
+import socket
+import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import click
+import uvicorn
 
-from .keys import create_key
+from .app import create_app
+from .export import build_filter
+from .keys import NewKey, create_key
 from .proxy.routes import PROVIDERS
+from .server import graceful_seconds
 from .settings import Settings
-from .storage import open_store
+from .storage import Store, open_store
 from .testing import FakeUpstream
 
 USERS = [f"user-{n:02d}" for n in range(1, 13)]
@@ -44,75 +66,227 @@ OPENAI_STYLE = [  # (provider prefix + API base path, models)
 ]
 ANTHROPIC_MODELS = ["claude-sonnet-4-6", "claude-haiku-4-5"]
 
+NONCE_HEADER = "x-heliograph-demo-nonce"
+STARTUP_SECONDS = 15.0
+RECORD_WAIT_SECONDS = 5.0   # on top of the recorder's flush interval
+CONCURRENCY = 8
+
+Call = tuple[str, dict[str, str], dict[str, Any]]
+
+
+class DemoFailed(click.ClickException):
+    """One sentence saying why the demo cannot vouch for its traffic; exits 1."""
+
+
+@dataclass(slots=True)
+class Traffic:
+    ids: list[str] = field(default_factory=list)
+    errors: int = 0               # answered with an error status, most of them on purpose
+    unreachable: int = 0          # never answered by the gateway
+    sample_id: str = ""           # a call to show, successful when any was
+    sample_model: str = ""
+    sample_failed: bool = False
+
 
 def run_demo(settings: Settings, count: int, exit_after: bool) -> None:
+    wanted = settings.port
+    sock = listen(settings.host, wanted)
+    port = int(sock.getsockname()[1])
+    base = client_url(sock)
     fake = FakeUpstream().start()
-    upstreams = {name: fake.url for name in PROVIDERS}
-    settings = dataclasses.replace(settings, upstreams=upstreams, provider_keys={})
+    settings = dataclasses.replace(settings, port=port, workers=1, provider_keys={},
+                                   upstreams={name: fake.url for name in PROVIDERS})
     store = open_store(settings.db_url)
-    store.migrate()
-    key = create_key(store, f"demo-{time.strftime('%Y%m%d-%H%M%S')}").key
-    base = f"http://{settings.host}:{settings.port}"
-
-    def traffic() -> None:
-        sent, failed = asyncio.run(send_traffic(base, key, count))
-        click.echo(f"\nDemo traffic done: {sent} requests sent through Heliograph ({failed} answered with errors "
-                   f"on purpose).\nLook at one: curl -H 'Authorization: Bearer {key}' {base}/api/v1/request/<Helicone-Id>\n"
-                   f"Your demo key: {key}")
-        if exit_after:
-            import os
-            import signal
-            time.sleep(settings.recorder_flush_ms / 1000 + 0.5)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    click.echo(f"Fake provider at {fake.url}; gateway at {base}; store {settings.db_url}")
-    threading.Thread(target=traffic, daemon=True).start()
-    from .server import run
+    outcome: list[DemoFailed | None] = []
     try:
-        run(settings)
+        store.migrate()
+        key = create_key(store, f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(settings), loop="uvloop", http="httptools", lifespan="on", access_log=False,
+            log_level="warning", timeout_graceful_shutdown=graceful_seconds(settings),
+            server_header=False, date_header=False, proxy_headers=False))
+        store_url = str(settings.masked()["db_url"])
+        click.echo(f"Heliograph demo: no internet or provider key needed.\n"
+                   f"  gateway   {base}\n"
+                   f"  provider  a built-in fake at {fake.url}, standing in for every provider\n"
+                   f"  store     {store_url}")
+        if wanted and port != wanted:
+            click.echo(f"Port {wanted} is in use by another program, so the demo uses port {port} "
+                       "(pass --port to choose one).")
+        click.echo(f"Sending {count} requests through the gateway…")
+
+        def drive() -> None:
+            try:
+                traffic, since = asyncio.run(exercise(base, key, count, fake, store, settings))
+                click.echo(report(traffic, base, key, store_url, since, exit_after))
+                outcome.append(None)
+            except DemoFailed as exc:
+                outcome.append(exc)
+            except Exception as exc:    # any surprise must still stop the gateway, and say why
+                outcome.append(DemoFailed(f"the demo traffic failed: {exc!r}"))
+            if outcome[0] is not None or exit_after:
+                server.should_exit = True
+
+        threading.Thread(target=drive, name="demo-traffic", daemon=True).start()
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:   # uvicorn re-raises the Ctrl+C it handled; that is the normal way out
+            pass
     finally:
         fake.stop()
+        store.close()
+        sock.close()
+    if not outcome:
+        raise DemoFailed("the gateway stopped before the demo traffic finished.")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
-async def send_traffic(base: str, key: str, count: int, concurrency: int = 8) -> tuple[int, int]:
-    rng = random.Random(7)
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(base + "/healthz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-        calls = [_one_call(rng, n) for n in range(count)]
-        semaphore = asyncio.Semaphore(concurrency)
-        failed = 0
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on `port`, or on a free port when another program holds it."""
+    try:
+        return _listen(host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or port == 0:
+            raise DemoFailed(f"cannot listen on {host}:{port}: {exc.strerror}.") from None
+    return _listen(host, 0)
 
-        async def send(call: tuple[str, dict[str, str], dict[str, Any]]) -> None:
-            nonlocal failed
-            path, headers, body = call
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # As uvicorn does: a previous run's connections in TIME_WAIT must not make the port look taken.
+        # A port another program listens on still is.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def client_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def exercise(base: str, key: NewKey, count: int, fake: FakeUpstream, store: Store,
+                   settings: Settings) -> tuple[Traffic, str]:
+    """Send the traffic and prove it all went through this process's gateway into its store."""
+    since = datetime.fromtimestamp(int(time.time()), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rng = random.Random(7)          # varied but repeatable content; ids and sessions are per run
+    run = secrets.token_hex(3)
+    calls = [_one_call(rng, n, run) for n in range(count)]
+    traffic = Traffic()
+    auth = {"Helicone-Auth": f"Bearer {key.key}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        await _wait_healthy(http, base)
+        path, headers, body = calls[0]
+        nonce = secrets.token_hex(16)
+        status = await _send(http, base, (path, headers | auth | {NONCE_HEADER: nonce}, body), traffic)
+        if status is None:
+            raise DemoFailed(f"could not reach the gateway at {base}.")
+        if not any(r.headers.get(NONCE_HEADER) == nonce for r in fake.requests):
+            raise DemoFailed(f"the first request did not go through this demo's gateway to its fake provider "
+                             f"({base} answered {status}); if another program holds that port, "
+                             "pass --port with a free one.")
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def send(call: Call) -> None:
             async with semaphore:
-                async with http.post(base + path, json=body,
-                                     headers={"Helicone-Auth": f"Bearer {key}", **headers}) as response:
-                    await response.read()
-                    failed += response.status >= 400
+                await _send(http, base, (call[0], call[1] | auth, call[2]), traffic)
 
-        await asyncio.gather(*(send(call) for call in calls))
-    return count, failed
+        await asyncio.gather(*(send(call) for call in calls[1:]))
+        if traffic.unreachable:
+            raise DemoFailed(f"{traffic.unreachable} of {count} demo requests could not reach the gateway at {base}.")
+        wait = settings.recorder_flush_ms / 1000 + RECORD_WAIT_SECONDS
+        stored = await asyncio.to_thread(_wait_recorded, store, key.id, traffic.ids, since, wait)
+        if stored < count:
+            raise DemoFailed(f"only {stored} of the {count} demo requests were recorded within {wait:.0f} s.")
+        async with http.get(f"{base}/api/v1/request/{traffic.sample_id}",
+                            headers={"Authorization": f"Bearer {key.key}"}) as response:
+            if response.status != 200:
+                raise DemoFailed(f"GET /api/v1/request/{traffic.sample_id} answered {response.status}, "
+                                 "though the record is in the store.")
+    return traffic, since
 
 
-def _one_call(rng: random.Random, n: int) -> tuple[str, dict[str, str], dict[str, Any]]:
+async def _wait_healthy(http: aiohttp.ClientSession, base: str) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(base + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise DemoFailed(f"the gateway at {base} did not become healthy within {STARTUP_SECONDS:.0f} s.")
+
+
+async def _send(http: aiohttp.ClientSession, base: str, call: Call, traffic: Traffic) -> int | None:
+    """The status the gateway answered, or None when it could not be reached."""
+    path, headers, body = call
+    try:
+        async with http.post(base + path, json=body, headers=headers) as response:
+            await response.read()
+    except (aiohttp.ClientError, TimeoutError):
+        traffic.unreachable += 1
+        return None
+    traffic.ids.append(headers["Helicone-Request-Id"])
+    traffic.errors += response.status >= 400
+    if not traffic.sample_id or (traffic.sample_failed and response.status < 400):
+        traffic.sample_id, traffic.sample_model = headers["Helicone-Request-Id"], str(body["model"])
+        traffic.sample_failed = response.status >= 400
+    return response.status
+
+
+def _wait_recorded(store: Store, key_id: str, ids: list[str], since: str, wait: float) -> int:
+    """How many of `ids` are stored under this run's key, polling until all are or `wait` runs out."""
+    wanted, node = set(ids), build_filter(since=since)
+    deadline = time.monotonic() + wait
+    while True:
+        stored = sum(1 for row in store.iter_requests(node) if row["id"] in wanted and row["key_id"] == key_id)
+        if stored >= len(wanted) or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.1)
+
+
+def report(traffic: Traffic, base: str, key: NewKey, store_url: str, since: str, exit_after: bool) -> str:
+    auth = f"-H 'Authorization: Bearer {key.key}'"
+    query = json.dumps({"filter": {"request_response_rmt": {"model": {"equals": traffic.sample_model}}},
+                        "limit": 5})
+    ending = ("Stopping the gateway (--exit)." if exit_after
+              else f"The gateway keeps running at {base}; press Ctrl+C to stop it.")
+    return (f"Done: {len(traffic.ids)} requests sent ({traffic.errors} answered with an error, on purpose), "
+            f"all {len(traffic.ids)} recorded.\n\n"
+            f"Your demo key (shown once): {key.key}\n"
+            f"Look at the data:\n"
+            f"  curl -s {base}/api/v1/request/{traffic.sample_id} {auth}\n"
+            f"  curl -s {base}/api/v1/request/query {auth} -d '{query}'\n"
+            f"  {_command()} requests export --db {shlex.quote(store_url)} --since {since} --limit 5\n\n"
+            f"{ending}")
+
+
+def _command() -> str:
+    """This program as the user typed it (say `.venv/bin/heliograph`), so printed commands work."""
+    return sys.argv[0] if Path(sys.argv[0]).name == "heliograph" else "heliograph"
+
+
+def _one_call(rng: random.Random, n: int, run: str) -> Call:
     user = rng.choice(USERS)
     headers = {
         "Helicone-User-Id": user,
         "Helicone-Property-Feature": rng.choice(FEATURES),
         "Helicone-Property-Environment": rng.choice(["production", "production", "staging"]),
-        "Helicone-Request-Id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        # Fresh on every run (os.urandom): a repeated id would be dropped as a duplicate record.
+        "Helicone-Request-Id": str(uuid.uuid4()),
     }
     if rng.random() < 0.4:
-        session = f"session-{user}-{n // 20}"
-        headers |= {"Helicone-Session-Id": session, "Helicone-Session-Name": "Support conversation",
+        headers |= {"Helicone-Session-Id": f"session-{run}-{user}-{n // 20}",
+                    "Helicone-Session-Name": "Support conversation",
                     "Helicone-Session-Path": rng.choice(["/", "/plan", "/plan/search", "/answer"])}
     if rng.random() < 0.1:
         headers["X-Fake-Scenario"] = rng.choice(["status=429", "status=500", "status=400"])

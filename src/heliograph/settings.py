@@ -59,6 +59,13 @@ def _positive(value: str | float) -> float:
     return number
 
 
+def _count(value: str | int) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected a whole number of at least 0, got {value!r}")
+    return number
+
+
 def _origins(value: str | list[str]) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     return tuple(item.strip().rstrip("/") for item in items if item.strip())
@@ -71,6 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Where records are stored: sqlite:///relative.db, sqlite:////abs.db or postgresql://user@host:port/db."),
     Setting("redis_url", str, "", "Redis for shared cache and rate-limit state; empty means in-process state."),
     Setting("redis_key_prefix", str, "heliograph:", "Prefix of every Redis key, so deployments can share a Redis."),
+    Setting("redis_timeout_ms", _positive, 100.0,
+            "Milliseconds a Redis connect, read or write may take before the cache or rate limit fails open "
+            "(a miss; the request let through). Redis nearby answers in well under 1 ms, so this only bounds "
+            "what an unreachable Redis costs a request; much lower risks failing open when the event loop "
+            "is merely busy."),
     Setting("workers", int, 1, "Worker processes; more than one needs Redis."),
     Setting("allow_unauthenticated", _bool, False,
             "Proxy requests without Helicone-Auth (only allowed when bound to a loopback address)."),
@@ -79,10 +91,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upstream_connect_timeout", float, 10.0, "Seconds to wait for a connection to a provider."),
     Setting("upstream_read_timeout", float, 600.0,
             "Seconds a provider may stay silent (before the first byte or between stream chunks) before the call fails."),
+    Setting("header_timeout", _positive, 10.0,
+            "Seconds a client has to send a request's complete headers, counted from the connection's "
+            "opening (or from the first byte of a later request on a kept-alive connection); then the "
+            "connection is closed. Headers are a few hundred bytes: only a stuck or hostile client needs more."),
+    Setting("body_timeout", _positive, 30.0,
+            "Seconds a client may send nothing of a request body it has started (before the first chunk or "
+            "between two); then it gets a 408 in its SDK's shape and the connection is closed."),
+    Setting("keep_alive_timeout", int, 75,
+            "Seconds an idle keep-alive connection stays open between two requests. Longer than the 60 s "
+            "idle timeout of common load balancers and the 5 s of SDK connection pools, so the client side "
+            "closes first and never reuses a connection the gateway is closing; idle connections are the "
+            "first closed when max_connections is reached."),
+    Setting("max_connections", _count, 10_000,
+            "Open client connections per worker. Above it the longest-idle connection (none in a request, "
+            "or still sending its headers) is closed to make room, or the new one gets a 503 if none is idle. "
+            "Lowered at start to what the open-file limit allows (two descriptors a connection: the client "
+            "and the provider), after raising the soft limit toward the hard one. 0: only the open-file limit."),
+    Setting("max_in_flight", _count, 2_048,
+            "Proxied calls in progress per worker above which new ones are refused at once with 503 and "
+            "Retry-After (before authentication, so not recorded) instead of queueing. 0: no limit."),
     Setting("recorder_queue_size", int, 50_000, "Records waiting to be written before new ones go to the disk journal."),
     Setting("recorder_batch_size", int, 500, "Records written per transaction at most."),
-    Setting("recorder_flush_ms", int, 200, "Longest time a record waits in memory before it is written."),
-    Setting("drain_timeout", float, 30.0, "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal."),
+    Setting("recorder_flush_ms", int, 50,
+            "Longest time a record waits in memory before it is written: what a kill -9 (or power loss) can "
+            "lose of answered calls. Lower costs more transactions when traffic is light; under load batches "
+            "fill by size first."),
+    Setting("drain_timeout", float, 5.0,
+            "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal "
+            "(part of shutdown_timeout)."),
+    Setting("shutdown_timeout", _positive, 25.0,
+            "Seconds from SIGTERM to exit: in-flight calls get this minus drain_timeout to finish (streams still "
+            "open then are cut and recorded as partial), then the recorder drains. Below the 30 s an orchestrator "
+            "usually grants."),
     Setting("gateway_allow", _origins, (), "Extra origins Helicone-Target-URL may name (comma-separated)."),
     Setting("semantic_cache_model", str, "text-embedding-3-small",
             "Embeddings model (OpenAI provider) for Helicone-Cache-Semantic requests."),
@@ -109,15 +150,22 @@ class Settings:
     db_url: str = "sqlite:///.heliograph/heliograph.db"
     redis_url: str = ""
     redis_key_prefix: str = "heliograph:"
+    redis_timeout_ms: float = 100.0
     workers: int = 1
     allow_unauthenticated: bool = False
     journal_dir: str = ""
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 75
+    max_connections: int = 10_000
+    max_in_flight: int = 2_048
     recorder_queue_size: int = 50_000
     recorder_batch_size: int = 500
-    recorder_flush_ms: int = 200
-    drain_timeout: float = 30.0
+    recorder_flush_ms: int = 50
+    drain_timeout: float = 5.0
+    shutdown_timeout: float = 25.0
     gateway_allow: tuple[str, ...] = ()
     semantic_cache_model: str = "text-embedding-3-small"
     log_level: str = "info"
@@ -184,7 +232,10 @@ def load_settings(cli: Mapping[str, Any] | None = None, config_file: str | None 
     # DESIGN §2 names this variable without the generic prefix rule.
     if "HELIOGRAPH_DB_URL" in environ:
         values["db_url"] = environ["HELIOGRAPH_DB_URL"]
+    setting_envs = {s.env for s in SETTINGS}
     for name, value in environ.items():
+        if name in setting_envs:
+            continue    # HELIOGRAPH_UPSTREAM_READ_TIMEOUT is a setting, not a provider called read_timeout
         if name.startswith("HELIOGRAPH_UPSTREAM_") and value:
             tables["upstreams"][name.removeprefix("HELIOGRAPH_UPSTREAM_").lower()] = value
         elif name.startswith("HELIOGRAPH_PROVIDER_KEY_") and value:

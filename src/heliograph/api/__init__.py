@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AuthError
 from ..proxy.auth import KeyCache
+from ..recording.ids import RequestIds
 from ..recording.record import RawRecord
 from ..storage import FilterError, Store, StoreUnavailable
 
@@ -101,7 +102,8 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return envelope(error="Internal error; the gateway log has the details.", status=500)
 
 
-def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None) -> Starlette:
+def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None,
+            ids: RequestIds | None = None) -> Starlette:
     """`submit`: the recorder's, for async logging (without it those routes answer 503)."""
     from .analytics import analytics_routes
     from .asynclog import async_log_routes
@@ -111,15 +113,16 @@ def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | 
     from .sessions import session_routes
 
     routes: list[BaseRoute] = [*request_routes(store, keys), openapi_route()]
-    routes += [*async_log_routes(keys, submit), *erasure_routes(store, keys)]
+    routes += [*async_log_routes(keys, submit, ids), *erasure_routes(store, keys)]
     routes += [*analytics_routes(store, keys), *session_routes(store, keys)]
     return Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, FilterError: _filter_error, StoreUnavailable: _unavailable,
         HTTPException: _http_error, Exception: _internal_error})
 
 
-def api_routes(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None) -> list[BaseRoute]:
-    return [Mount(PREFIX, app=api_app(store, keys, submit))]
+def api_routes(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None,
+               ids: RequestIds | None = None) -> list[BaseRoute]:
+    return [Mount(PREFIX, app=api_app(store, keys, submit, ids))]
 
 
 def mounted_routes(app: Starlette) -> list[tuple[str, set[str]]]:

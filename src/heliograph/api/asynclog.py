@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,11 +32,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..proxy.auth import KeyCache
-from ..proxy.handler import VALID_REQUEST_ID
-from ..recording.record import RawRecord
+from ..recording.ids import RequestIds
+from ..recording.record import RawRecord, helicone_problem, redact_url
 from . import ApiError, authenticated, envelope
 
 MAX_BODY_BYTES = 10 * 1024 * 1024       # Helicone's limit
+MAX_COUNT = 2**53                       # the recorder clamps beyond; here it is named
 # A client sending more is answered once its body is read to this point; the rest is discarded
 # unread by closing the connection, so an oversized body never sits in memory.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
@@ -158,6 +158,8 @@ def parse_log(body: Any, provider: str | None, key_id: str | None) -> RawRecord:
     if not isinstance(url, str):
         raise ApiError("Invalid providerRequest: 'url' should be a string")
     helicone = _meta(request)
+    if problem := helicone_problem(helicone):
+        raise ApiError(f"Invalid providerRequest.meta: {problem}")
     if "json" not in request:
         raise ApiError("Invalid providerRequest: 'json' is undefined")
     if "json" not in response and "textBody" not in response:
@@ -176,19 +178,30 @@ def parse_log(body: Any, provider: str | None, key_id: str | None) -> RawRecord:
         raise ApiError("Invalid providerResponse: 'cost' should be a non-negative number (USD)")
     start_ms, latency_ms, ttft_ms = _timing(body)
 
-    request_id = helicone.get("helicone-request-id", "")
-    if not VALID_REQUEST_ID.match(request_id):
-        request_id = str(uuid.uuid4())      # what the proxy does with an invalid one (§3.5)
     response_json = response.get("json")
+    if isinstance(response_json, dict):
+        for name in ("usage", "usageMetadata"):
+            _check_counts(response_json.get(name), f"providerResponse.json.{name}")
     response_body = orjson.dumps(response_json) if "json" in response else str(text_body).encode()
     chosen = provider or "custom"
     return RawRecord(
-        id=request_id, created_at=start_ms / 1000, provider=chosen, family=_family(chosen, response_json),
+        id=helicone.get("helicone-request-id", ""), created_at=start_ms / 1000, provider=chosen, family=_family(chosen, response_json),
         # Helicone's example url is a bare name ("custom-model-nopath"); keep whatever was sent.
-        method="POST", path=upstream_path(url), target_url=url, key_id=key_id, helicone=helicone,
+        method="POST", path=upstream_path(url), target_url=redact_url(url), key_id=key_id, helicone=helicone,
         request_body=orjson.dumps(request["json"]), status=int(status), response_body=response_body,
         streamed=False, latency_ms=latency_ms, ttft_ms=ttft_ms,
         cost_override=None if cost is None else float(cost))
+
+
+def _check_counts(usage: Any, where: str) -> None:
+    """Token counts are whole numbers a database can hold; anything else is named, not stored."""
+    if not isinstance(usage, dict):
+        return
+    for name, value in usage.items():
+        if isinstance(value, dict):
+            _check_counts(value, f"{where}.{name}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= MAX_COUNT:
+            raise ApiError(f"Invalid {where}.{name}: {value} is not a token count (0 to {MAX_COUNT})")
 
 
 def upstream_path(url: str) -> str:
@@ -196,7 +209,7 @@ def upstream_path(url: str) -> str:
     return urlsplit(url).path or url
 
 
-def async_log_routes(keys: KeyCache, submit: Submit | None) -> list[Route]:
+def async_log_routes(keys: KeyCache, submit: Submit | None, ids: RequestIds | None = None) -> list[Route]:
     def handler(provider: str | None) -> Callable[[Request], Any]:
         async def log(request: Request) -> Response:
             if submit is None:
@@ -207,6 +220,8 @@ def async_log_routes(keys: KeyCache, submit: Submit | None) -> list[Route]:
             except orjson.JSONDecodeError:
                 raise ApiError("The request body is not valid JSON.") from None
             record = parse_log(body, provider, request.state.key_id)
+            # A reused Helicone-Request-Id gets a fresh id: the call is never dropped as a duplicate.
+            record.id = await (ids or RequestIds()).claim(record.id)
             submit(record)      # put_nowait (or the journal): never waits for the store
             response = envelope({"request_id": record.id})
             response.headers["helicone-id"] = record.id

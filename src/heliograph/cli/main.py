@@ -129,13 +129,16 @@ def keys_revoke(ctx: click.Context, key: str, db_url: str | None) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=8787, show_default=True, help="Port of the gateway.")
+@click.option("--port", type=int, help="Port of the gateway [8787]; a free one is used when it is taken.")
 @click.option("--db", "db_url", help="Database URL [sqlite:///.heliograph/heliograph.db].")
-@click.option("--requests", "count", type=int, default=300, show_default=True, help="How many requests to send.")
+@click.option("--requests", "count", type=click.IntRange(min=1), default=300, show_default=True,
+              help="How many requests to send.")
 @click.option("--exit", "exit_after", is_flag=True, help="Stop once the traffic is sent and recorded.")
 @click.pass_context
-def demo(ctx: click.Context, port: int, db_url: str | None, count: int, exit_after: bool) -> None:
-    """Run the gateway against a built-in fake LLM provider and send it realistic traffic."""
+def demo(ctx: click.Context, port: int | None, db_url: str | None, count: int, exit_after: bool) -> None:
+    """Run the gateway against a built-in fake LLM provider and send it realistic traffic.
+
+    Exits non-zero unless every request went through this gateway and was recorded."""
     from ..demo import run_demo
     settings = _settings(ctx, db_url=db_url, port=port)
     run_demo(settings, count, exit_after)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +12,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..errors import BadRequest, GatewayError, NotFound, UpstreamTimeout
+from ..errors import BadRequest, GatewayError, NotFound, RequestTimeout, UpstreamTimeout
 from ..pricing import parse_overrides
-from ..recording.record import RawRecord
+from ..recording.ids import RequestIds
+from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
 from ..settings import Settings
 from ..state import State
 from . import caching, limiting, routes
@@ -36,7 +34,6 @@ HOP_BY_HOP = frozenset({
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"api-key")
 # Encodings the recorder can undo to read usage; others are not offered upstream.
 ACCEPTED_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
-VALID_REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.I)
 USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
 
 
@@ -48,13 +45,15 @@ class Route:
 
 class Proxy:
     def __init__(self, settings: Settings, keys: KeyCache, submit: Callable[[RawRecord], None],
-                 metrics: ProxyMetrics, state: State) -> None:
+                 metrics: ProxyMetrics, state: State, ids: RequestIds | None = None) -> None:
         self.providers = routes.with_overrides(dict(settings.upstreams))
         self.provider_keys = dict(settings.provider_keys)
         self.gateway_allow = frozenset(settings.gateway_allow)
         self.require_auth = not settings.allow_unauthenticated
+        self.body_timeout = settings.body_timeout
         self.keys = keys
         self.submit = submit
+        self.ids = ids or RequestIds()
         self.metrics = metrics
         self.timeout = aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout,
                                              sock_read=settings.upstream_read_timeout)
@@ -83,23 +82,33 @@ class Proxy:
         started = time.perf_counter()
         created_at = time.time()
         family = _family_hint(scope["path"])
-        request_id = ""
-        cache_plan: caching.CachePlan | None = None
         try:
             forward, helicone, path = _split_headers(scope["headers"], scope["path"])
             family = _family_hint(path)
-            query = ("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else ""
-            replaces_primary = path.startswith("/gateway/") and "helicone-fallbacks" in helicone
-            route = None if replaces_primary else self._route(path, query, helicone)
-            family = route.provider.family if route else family
             key_id = None
             if self.require_auth or "helicone-auth" in helicone:
                 key_id = await self.keys.authenticate(helicone.get("helicone-auth"))
-            request_id = helicone.get("helicone-request-id", "")
-            if not VALID_REQUEST_ID.match(request_id):
-                request_id = _new_request_id()
+        except GatewayError as exc:
+            await _send_error(send, exc, family, "")
+            self.metrics.observe_refused(exc.status)
+            return
+
+        # Authenticated: from here on every answer, refusals included, is recorded.
+        query = ("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else ""
+        request_id = await self.ids.claim(helicone.get("helicone-request-id"))
+        record = RawRecord(
+            id=request_id, created_at=created_at, provider=_provider_hint(path), family=family,
+            method=scope["method"], path=redact_url(path + query), target_url="", key_id=key_id,
+            helicone=helicone, request_body=b"")
+        cache_plan: caching.CachePlan | None = None
+        try:
+            replaces_primary = path.startswith("/gateway/") and "helicone-fallbacks" in helicone
+            route = None if replaces_primary else self._route(path, query, helicone)
+            family = record.family = route.provider.family if route else family
+            if problem := helicone_problem(helicone):
+                raise BadRequest(problem + ".")
             retry = forward_.parse_retry(helicone)
-            body = await _read_body(receive)
+            body = record.request_body = await _read_body(receive, self.body_timeout)
             upstream_url = route.upstream_url if route else path + query
             body, strip_usage = _inject_stream_usage(upstream_url, body, helicone)
             if caching.wants_cache(helicone):
@@ -108,16 +117,19 @@ class Proxy:
                 cache_plan = caching.plan(incoming, url, body)
             targets = self._targets(route, path, query, forward, body, helicone, not strip_usage)
         except GatewayError as exc:
-            await _send_error(send, exc, family, request_id)
+            _unrecord(helicone)
+            record.status, record.error, record.response_body = exc.status, "refused", exc.body(family)
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            await _send_error(send, exc, family, request_id,
+                              extra=[(b"connection", b"close")] if exc.close_connection else None)
+            self.submit(record)
             self.metrics.observe_refused(exc.status)
             return
 
-        helicone.pop("helicone-auth", None)
+        _unrecord(helicone)     # the auth is in the cache key above; credentials are never in a record
         first = targets[0]
-        record = RawRecord(
-            id=request_id, created_at=created_at, provider=first.provider.name, family=first.provider.family,
-            method=scope["method"], path=path + query, target_url=first.url, key_id=key_id,
-            helicone=helicone, request_body=body)
+        record.provider, record.family, record.target_url = first.provider.name, first.provider.family, redact_url(first.url)
+        record.request_body = body
         extra: list[tuple[bytes, bytes]] = []
         limit_plan: limiting.LimitPlan | None = None
         upstream_headers: list[tuple[bytes, bytes]] | None = None
@@ -142,6 +154,12 @@ class Proxy:
         except GatewayError as exc:
             record.status, record.error, record.response_body = exc.status, "refused", exc.body(family)
             await _send_error(send, exc, family, record.id, extra=extra)
+        except asyncio.CancelledError:
+            # Shutdown's grace period is over: the call is recorded as cut, never as a success.
+            record.error = record.error or "shutdown"
+            if record.status == 0:
+                record.status = 503
+            raise
         except Exception as exc:
             # A bug of ours: counted, logged with its stack, and the client still gets an answer
             # in its SDK's shape if nothing was sent yet; never a bare 500 page.
@@ -222,8 +240,7 @@ class Proxy:
         else:
             known = self.providers.get(prefix)
             if known is None:
-                raise NotFound(f"No provider at /{prefix}. Use /openai/v1, /anthropic/v1, /azure, "
-                               f"/gateway or one of: {', '.join(sorted(self.providers))}.")
+                raise NotFound(routes.no_route(prefix, self.providers))
             provider = known
         return Route(provider, provider.origin + rest + query_string)
 
@@ -251,7 +268,8 @@ class Proxy:
         else:
             outcome = await forward_.send(self.session, scope["method"], targets, retry)
         target = outcome.target
-        record.provider, record.family, record.target_url = target.provider.name, target.provider.family, target.url
+        record.provider, record.family = target.provider.name, target.provider.family
+        record.target_url = redact_url(target.url)
         record.fallback_index = target.fallback_index
         record.attempts = outcome.attempts
         if outcome.response is None:
@@ -277,18 +295,23 @@ class Proxy:
         await _send_error(send, exc, client_family, record.id, extra=[*extra, *fallback])
 
 
-def _new_request_id() -> str:
-    # Not uuid4(): os.urandom releases the GIL, and with the recorder thread busy the event loop
-    # then waits ~50 µs to get it back (py-spy, bench/). Ids need to be unique, not secret.
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
-
-
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
 
 
 def _incoming_url(scope: Scope, headers: dict[str, str], path_and_query: str) -> str:
     return f"{scope.get('scheme', 'http')}://{headers.get('host', '')}{path_and_query}"
+
+
+def _unrecord(helicone: dict[str, str]) -> None:
+    for name in UNRECORDED_HEADERS:
+        helicone.pop(name, None)
+
+
+def _provider_hint(path: str) -> str:
+    """The provider a refused request was meant for, as far as its path says."""
+    prefix = path[1:].partition("/")[0]
+    return "openai" if prefix == "v1" else prefix[:40] or "unknown"
 
 
 def _family_hint(path: str) -> str:
@@ -315,16 +338,25 @@ def _split_headers(raw: list[tuple[bytes, bytes]], path: str) -> tuple[list[tupl
     return forward, helicone, path
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
+async def _read_body(receive: Receive, timeout: float) -> bytes:
+    """The whole request body: 408 when the client sends none of it for `timeout` seconds (before
+    the first chunk or between two), 400 when it hangs up half-way (a cut body is never forwarded)."""
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            message = await receive()
+            body: bytes = message.get("body", b"")
+            if message.get("more_body"):
+                parts = [body]
+                while message.get("more_body"):
+                    deadline.reschedule(asyncio.get_running_loop().time() + timeout)
+                    message = await receive()
+                    parts.append(message.get("body", b""))
+                body = b"".join(parts)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body stopped arriving: nothing was received for {timeout:g} s.") from None
+    if message["type"] == "http.disconnect":
+        raise BadRequest("The client closed the connection before sending the whole request body.")
+    return body
 
 
 def _inject_stream_usage(url: str, body: bytes, helicone: dict[str, str]) -> tuple[bytes, bool]:

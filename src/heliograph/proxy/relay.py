@@ -43,6 +43,8 @@ def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhe
     if record.fallback_index is not None:
         headers.append((b"helicone-fallback-index", str(record.fallback_index).encode()))
     headers.append((b"helicone-id", record.id.encode()))
+    if upstream.status < 400:
+        headers.append((b"helicone-status", b"success"))
     headers.append((b"server-timing",
                     f"gateway;dur={overhead_ms:.3f}, upstream;dur={record.upstream_ms or 0:.3f}".encode()))
     if streaming:
@@ -96,6 +98,9 @@ async def _relay_chunks(upstream: aiohttp.ClientResponse, send: Send, record: Ra
         record.partial = True
         record.error = _stream_error_class(exc)
         await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        record.partial, record.error = True, "shutdown"
+        raise
     finally:
         record.response_body = b"".join(parts)
 
@@ -136,6 +141,8 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
         await send({"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
         if not client_gone:
+            # The server cut the stream (shutdown's grace period is over): the answer is incomplete.
+            record.partial, record.error = True, "shutdown"
             raise
         task.uncancel()
         record.partial = True

@@ -7,10 +7,50 @@ the recorder thread, from these fields.
 from __future__ import annotations
 
 import base64
+from urllib.parse import unquote
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+
+
+MAX_SESSION_DEPTH = 64      # segments of Helicone-Session-Path; a session tree is rendered as nested JSON
+MAX_PROPERTIES = 100        # Helicone-Property-* headers on one call
+
+
+def helicone_problem(helicone: dict[str, str]) -> str | None:
+    """What makes these Helicone-* headers unrecordable, in words; None when they are fine."""
+    path = helicone.get("helicone-session-path")
+    if path is not None and sum(1 for part in path.split("/") if part) > MAX_SESSION_DEPTH:
+        return f"Helicone-Session-Path has more than {MAX_SESSION_DEPTH} segments"
+    if sum(1 for name in helicone if name.startswith("helicone-property-")) > MAX_PROPERTIES:
+        return f"more than {MAX_PROPERTIES} Helicone-Property-* headers on one call"
+    return None
+
+
+# Query parameters that carry credentials (Gemini's `?key=`, Azure SAS `sig`, OAuth tokens): their
+# values never reach a record, the journal or a log.
+CREDENTIAL_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "x-api-key", "access_token", "token",
+                               "auth", "sig", "signature", "password", "secret", "client_secret"})
+# Helicone-* headers that may hold credentials (Helicone-Fallbacks carries each alternative's headers).
+UNRECORDED_HEADERS = ("helicone-auth", "helicone-fallbacks")
+
+
+def redact_url(url: str) -> str:
+    """`url` with credential query values and any user:password@ replaced by `REDACTED`."""
+    if "@" in url.split("?", 1)[0]:
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.partition("@")
+        if at and "/" not in userinfo:
+            url = f"{scheme}{sep}REDACTED@{host}"
+    base, question, query = url.partition("?")
+    if not question:
+        return url
+    pairs = []
+    for pair in query.split("&"):
+        name, equals, _ = pair.partition("=")
+        pairs.append(f"{name}=REDACTED" if equals and unquote(name).lower() in CREDENTIAL_PARAMS else pair)
+    return f"{base}?{'&'.join(pairs)}"
 
 
 @dataclass(slots=True)

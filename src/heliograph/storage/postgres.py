@@ -83,8 +83,8 @@ class PostgresStore(SQLStore):
             with conn.transaction(), conn.cursor() as cursor:
                 yield cursor
 
-    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        super().insert_requests([{k: _without_nul(v) for k, v in row.items()} for row in rows])
+    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        return super().insert_requests([{k: _without_nul(v) for k, v in row.items()} for row in rows])
 
     def migrate(self) -> list[str]:
         with self._unavailable_as_store_error():

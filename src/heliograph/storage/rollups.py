@@ -11,8 +11,9 @@ A property set after the fact moves the request from its old value's rollups to 
 from __future__ import annotations
 
 import operator
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -252,30 +253,42 @@ class RollupUpkeep:
     dialect: ClassVar[Dialect]
 
     def _insert_new_requests(self, tx: Executor, insert_sql: str, rows: Sequence[Mapping[str, Any]],
-                             values: Sequence[Sequence[Any]]) -> list[Mapping[str, Any]]:
-        """Insert `values` (ON CONFLICT DO NOTHING) and return the rows that were not stored yet.
+                             to_values: Callable[[Mapping[str, Any]], Sequence[Any]],
+                             ) -> tuple[list[Mapping[str, Any]], list[tuple[str, str]]]:
+        """Insert the rows (ON CONFLICT DO NOTHING); those that were not stored yet, and the ids reassigned.
 
         The common case costs nothing extra: every row was new when the insert's count says so.
-        Otherwise (a journal replay) the insert is undone, the stored ids looked up, and the rest inserted.
+        Otherwise the insert is undone and the stored ids looked up with their arrival time: a row
+        stored already with the same arrival time is a journal replay and is skipped; one with
+        another is a different call that reused an id, and is stored under a fresh id.
         """
         tx.execute("SAVEPOINT hg_new_requests")
+        values = [to_values(row) for row in rows]
         result = tx.executemany(insert_sql, values)
         # sqlite3's executemany returns its cursor; psycopg's returns None and counts on the cursor.
         inserted: int = (result if result is not None else tx).rowcount  # type: ignore[union-attr]
+        reassigned: list[tuple[str, str]] = []
         if inserted != len(values):
             tx.execute("ROLLBACK TO SAVEPOINT hg_new_requests")
-            stored: set[str] = set()
+            stored: dict[str, int] = {}
             ids = [row["id"] for row in rows]
             for start in range(0, len(ids), _ID_CHUNK):
                 chunk = ids[start:start + _ID_CHUNK]
-                sql = self.dialect.sql(f"SELECT id FROM requests WHERE id IN ({', '.join('?' * len(chunk))})")
-                stored.update(found["id"] for found in tx.execute(sql, chunk).fetchall())
-            fresh = [i for i, row in enumerate(rows) if row["id"] not in stored]
+                sql = self.dialect.sql(f"SELECT id, created_at FROM requests WHERE id IN ({', '.join('?' * len(chunk))})")
+                stored.update((found["id"], found["created_at"]) for found in tx.execute(sql, chunk).fetchall())
+            fresh: list[Mapping[str, Any]] = []
+            for row in rows:
+                if row["id"] not in stored:
+                    fresh.append(row)
+                elif stored[row["id"]] != row["created_at"]:
+                    new_id = str(uuid.uuid4())
+                    reassigned.append((row["id"], new_id))
+                    fresh.append({**row, "id": new_id})
             if fresh:
-                tx.executemany(insert_sql, [values[i] for i in fresh])
-            rows = [rows[i] for i in fresh]
+                tx.executemany(insert_sql, [to_values(row) for row in fresh])
+            rows = fresh
         tx.execute("RELEASE SAVEPOINT hg_new_requests")
-        return list(rows)
+        return list(rows), reassigned
 
     def _write_rollups(self, tx: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
         write_rollups(tx, self.dialect, rows)
@@ -335,8 +348,13 @@ def _add_session(sessions: dict[str, list[Any]], row: Mapping[str, Any], sums: S
 
 
 def unique_by_id(rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
-    """The first row for each id, as the insert's ON CONFLICT DO NOTHING keeps it."""
+    """One row per call: a row repeated (a replay) is kept once; another call under a used id gets a fresh one."""
     first: dict[str, Mapping[str, Any]] = {}
+    renamed: list[Mapping[str, Any]] = []
     for row in rows:
-        first.setdefault(row["id"], row)
-    return rows if len(first) == len(rows) else list(first.values())
+        seen = first.setdefault(row["id"], row)
+        if seen is not row and seen["created_at"] != row["created_at"]:
+            renamed.append({**row, "id": str(uuid.uuid4())})
+    if len(first) == len(rows):
+        return rows
+    return [*first.values(), *renamed]

@@ -75,16 +75,23 @@ def property_rows(request_id: str, properties_json: str) -> list[tuple[str, str,
             for key, value in properties.items() if value is not None]
 
 
+def _side_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]:
+    """The request_bodies and request_properties rows of these requests."""
+    bodies = [(row["id"], row["request_body"], row["response_body"], row.get("response_stream"), row["created_at"])
+              for row in rows]
+    return bodies, [p for row in rows for p in property_rows(row["id"], row["properties"])]
+
+
 _INSERT_REQUEST = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT DO NOTHING")
-_INSERT_BODY = ("INSERT INTO request_bodies (id, request, response, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING")
+_INSERT_BODY = ("INSERT INTO request_bodies (id, request, response, response_stream, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
 _INSERT_PROPERTY = "INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 _UPSERT_PROPERTY = ("INSERT INTO request_properties (request_id, key, value) VALUES (?, ?, ?) "
                     "ON CONFLICT (request_id, key) DO UPDATE SET value = excluded.value")
 _UPSERT_SCORE = ("INSERT INTO request_scores (request_id, name, value, created_at) VALUES (?, ?, ?, ?) "
                  "ON CONFLICT (request_id, name) DO UPDATE SET value = excluded.value, created_at = excluded.created_at")
-_GET_REQUEST = ("SELECT r.*, b.request AS request_body, b.response AS response_body "
+_GET_REQUEST = ("SELECT r.*, b.request AS request_body, b.response AS response_body, b.response_stream "
                 "FROM requests r LEFT JOIN request_bodies b ON b.id = r.id WHERE r.id = ?")
 _SCORES_CHUNK = 500
 
@@ -115,20 +122,24 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Idempotent on id: a batch replayed from the journal changes nothing already stored.
+    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """Idempotent on (id, arrival): a batch replayed from the journal changes nothing already stored.
 
-        The rollups (storage/rollups.py) are updated in the same transaction, from the new rows only."""
+        A row whose id is stored already for another call is stored under a fresh id; the
+        (old, new) ids are returned. The rollups (storage/rollups.py) are updated in the same
+        transaction, from the new rows only."""
         rows = unique_by_id(rows)
-        requests = [_request_values(row) for row in rows]
-        bodies = [(row["id"], row["request_body"], row["response_body"], row["created_at"]) for row in rows]
-        properties = [p for row in rows for p in property_rows(row["id"], row["properties"])]
+        bodies, properties = _side_rows(rows)    # built before the write lock is taken
         with self._transaction(ingest=True) as tx:
-            fresh = self._insert_new_requests(tx, self._q(_INSERT_REQUEST), rows, requests)
-            tx.executemany(self._q(_INSERT_BODY), bodies)
+            fresh, reassigned = self._insert_new_requests(tx, self._q(_INSERT_REQUEST), rows, _request_values)
+            if len(fresh) != len(rows) or reassigned:
+                bodies, properties = _side_rows(fresh)
+            if bodies:
+                tx.executemany(self._q(_INSERT_BODY), bodies)
             if properties:
                 tx.executemany(self._q(_INSERT_PROPERTY), properties)
             self._write_rollups(tx, fresh)
+        return reassigned
 
     def set_scores(self, request_id: str, scores: Mapping[str, int]) -> bool:
         """Upsert scores by name; False when there is no such request."""
@@ -182,6 +193,9 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
         row = _normalise(rows[0])
         row["scores"] = self.scores([request_id]).get(request_id, {})
         return row
+
+    def request_exists(self, request_id: str) -> bool:
+        return bool(self._rows(self._q("SELECT 1 AS found FROM requests WHERE id = ?"), (request_id,)))
 
     def sparse_properties(self, node: Node) -> frozenset[tuple[str, str]]:
         """Property values rare enough to start a query from; PostgreSQL's planner knows by itself."""
