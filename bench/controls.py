@@ -89,7 +89,7 @@ async def controls(args: argparse.Namespace, processes: P.Processes, results: di
             db_path.parent.mkdir()
             url, proc, key = P.start_heliograph(processes, f"heliograph-{backend}", mock_url, db_path, env)
             servers[backend] = {"url": url + route, "proc": proc, "key": key, "db": db_path, "sent": {}}
-        for backend, server in servers.items():
+        for server in servers.values():
             await loadgen.wait_http(server["url"].removesuffix(route) + "/healthz")
         where = ", ".join(f"{name} {server['url'].removesuffix(route)}" for name, server in servers.items())
         say(f"controls: heliograph {where}"

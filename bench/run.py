@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 import procs as P
 from controls import controls
+from overload import overload, overload_table
 from report import added, checks, controls_summary, table
 
 RESULTS = P.BENCH / "results"
@@ -69,12 +70,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
                         help="an already running Redis for the controls phase; never started or stopped here "
                              "[%(default)s]")
+    parser.add_argument("--overload", type=float, default=0.0,
+                        help="also run open-loop load at this multiple of Heliograph's max, with and without "
+                             "max_in_flight (e.g. 2.0; 0 skips) [%(default)s]")
+    parser.add_argument("--overload-only", action="store_true", help="only the overload phase (--overload 2 unless given)")
+    parser.add_argument("--overload-duration", type=float, help="seconds of each overload step [25; quick 8]")
+    parser.add_argument("--overload-prompt-kb", type=int, default=0,
+                        help="pad the overload phase's prompt by this many KB (its max is then measured anew) "
+                             "[%(default)s]")
+    parser.add_argument("--overload-burners", type=int, default=2,
+                        help="busy-loop processes sharing Heliograph's core in the overload phase, so that 2x its "
+                             "max stays within what the generator's core can send [%(default)s]")
+    parser.add_argument("--overload-limits", default="",
+                        help="more max_in_flight values to measure beside unbounded and the default, e.g. 256,1024")
+    parser.add_argument("--overload-connections", type=int, default=4000,
+                        help="connections the generator may open in the overload phase [%(default)s]")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.controls_rates = [float(r) for r in args.controls_rates.split(",") if r.strip()]
     if args.controls_only:
         args.controls = True
+    if args.overload_only:
+        args.overload = args.overload or 2.0
+        args.controls = False
+    args.overload_limits = [int(n) for n in args.overload_limits.split(",") if n.strip()]
+    if args.overload_duration is None:
+        args.overload_duration = 8.0 if args.quick else 25.0
     if args.controls is None:
         args.controls = not args.quick
     if args.controls_duration is None:
@@ -255,7 +277,7 @@ async def profile(args: argparse.Namespace, processes: P.Processes, pid: int, ur
                   key: str, sent: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """py-spy Heliograph during extra saturation steps (not the ones whose numbers are reported)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(pyspy).exists():
+    if not Path(pyspy).exists():  # noqa: ASYNC240 (once, before profiling starts)
         say("  (py-spy not installed: pip install py-spy to profile Heliograph at saturation)")
         return {"skipped": "py-spy not installed"}
     seconds = max(3, round(min(args.duration, 8)))
@@ -328,13 +350,16 @@ async def streaming(args: argparse.Namespace, processes: P.Processes, results: d
 
 async def bench(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any]) -> None:
     mock_url, mock_proc = P.start_nginx(processes)
-    if not args.controls_only:
+    if not args.controls_only and not args.overload_only:
         await nonstreaming(args, processes, results, mock_url, mock_proc)
     if args.controls:
         await controls(args, processes, results, mock_url, mock_proc.pid, request=REQUEST, route=ROUTE,
                        direct_route=DIRECT_ROUTE, headers_for=headers_for, completeness=completeness, say=say)
+    if args.overload:
+        await overload(args, processes, results, mock_url, request=REQUEST, route=ROUTE, headers_for=headers_for,
+                       store_counts=store_counts, say=say)
     processes.stop(mock_proc)
-    if args.stream and not args.controls_only:
+    if args.stream and not args.controls_only and not args.overload_only:
         await streaming(args, processes, results)
 
 
@@ -386,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     say(table(results, judged))
+    say(overload_table(results))
     say(f"\nJSON: {RESULTS / 'latest.json'}")
     return status
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from heliograph.errors import AuthError
-from heliograph.proxy import auth
-from heliograph.proxy.auth import KeyCache, hash_key
+from heliograph import auth
+from heliograph.auth import KeyCache, hash_key
 
 from .conftest import Gateway, run_cli
 

@@ -59,7 +59,8 @@ def test_a_logged_call_is_recorded_like_a_proxied_one(gateway: Gateway) -> None:
     record = logged(gateway, log_body(meta=meta, timing=timing))
     assert record["request_id"] == request_id
     assert record["provider"] == "custom" and record["request_user_id"] == "async-alice"
-    assert record["properties"] == {"feature": "support"}
+    assert record["properties"] == {"feature": "support", "Helicone-Session-Id": "sess-1",
+                                    "Helicone-Session-Path": "/plan"}
     assert record["session_id"] == "sess-1" and record["session_path"] == "/plan"
     assert record["request_created_at"] == "2025-01-01T00:00:00.250Z" and record["delay_ms"] == 2500
     assert record["time_to_first_token"] == 320 and record["streamed"] is False

@@ -13,7 +13,7 @@ from genai_prices import Usage as GPUsage
 from genai_prices import calc_price
 
 from heliograph.pricing import PriceOverride, parse_overrides, price
-from heliograph.proxy.providers.usage import Usage, extract_usage
+from heliograph.usage import Usage, extract_usage
 
 GOLDEN = Path(__file__).parent / "golden" / "usage"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.body"))

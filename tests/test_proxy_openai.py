@@ -64,7 +64,9 @@ def test_chat_is_answered_and_recorded_with_tokens_cost_and_tags(gateway: Gatewa
     assert record["request_path"] == "/openai/v1/chat/completions"
     assert record["request_model"] == "gpt-4o-mini"
     assert record["request_user_id"] == "u-42"
-    assert record["properties"] == {"feature": "support"}
+    # Helicone keeps the session headers in the properties map too (DESIGN §2).
+    assert record["properties"] == {"feature": "support", "Helicone-Session-Id": "s-1",
+                                    "Helicone-Session-Path": "/plan/search", "Helicone-Session-Name": "Trip"}
     assert (record["session_id"], record["session_path"], record["session_name"]) == ("s-1", "/plan/search", "Trip")
     assert record["request_name"] == "plan-step"
     assert record["prompt_tokens"] == completion.usage.prompt_tokens

@@ -15,7 +15,7 @@ import pytest
 
 from heliograph.api import api_app, mounted_routes
 from heliograph.api.openapi import OPENAPI
-from heliograph.proxy.auth import KeyCache
+from heliograph.auth import KeyCache
 from heliograph.storage import open_store
 from heliograph.testing import FakeUpstream
 
@@ -73,7 +73,8 @@ def test_query_filters_sorts_pages_and_renders_helicone_fields(gateway: Gateway,
     rows = query(gateway, {"filter": run_filter(run)})
     assert [r["request_id"] for r in rows] == [ids["d"], ids["c"], ids["b"], ids["a"]]
     first = rows[-1]
-    assert first["request_user_id"] == "alice" and first["properties"] == {"run": run, "feature": "support"}
+    assert first["request_user_id"] == "alice"
+    assert first["properties"] == {"run": run, "feature": "support", "Helicone-Session-Id": "s-1"}
     assert first["request_body"]["messages"] == CHAT["messages"] and first["response_status"] == 200
     for field in ("request_created_at", "request_path", "request_model", "response_model", "provider", "delay_ms",
                   "prompt_tokens", "completion_tokens", "total_tokens", "cost", "scores", "cache_enabled"):
@@ -289,7 +290,7 @@ def test_two_gateways_share_one_postgres(fresh_postgres: Any, fake: FakeUpstream
 def test_store_failures_are_enveloped_without_a_stack_trace(caplog: pytest.LogCaptureFixture) -> None:
     from starlette.testclient import TestClient
 
-    from heliograph.proxy.auth import hash_key
+    from heliograph.auth import hash_key
     from heliograph.storage import StoreUnavailable
 
     class BrokenStore:

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from heliograph.api import api_app
 from heliograph.api.records import iso
-from heliograph.proxy.auth import KeyCache, hash_key
+from heliograph.auth import KeyCache, hash_key
 from heliograph.storage import Store, open_store
 from heliograph.storage.sessions import SessionQuery, UserQuery
 from heliograph.testing import FakeUpstream

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from heliograph.proxy.providers.usage import Usage, extract_usage
+from heliograph.usage import Usage, extract_usage
 
 GOLDEN = Path(__file__).parent / "golden" / "usage"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.body"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from .proxy.auth import KEY_PREFIX, hash_key
+from .auth import KEY_PREFIX, hash_key
 from .storage import Store
 
 

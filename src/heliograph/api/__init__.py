@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AuthError
-from ..proxy.auth import KeyCache
+from ..auth import KeyCache
 from ..recording.ids import RequestIds
 from ..recording.record import RawRecord
 from ..storage import FilterError, Store, StoreUnavailable

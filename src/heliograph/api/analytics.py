@@ -15,14 +15,13 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..proxy.auth import KeyCache
+from ..auth import KeyCache
 from ..storage import Store
 from ..storage.analytics import GROUPS, MAX_BUCKETS, PROPERTY_GROUP, AnalyticsQuery
 from ..storage.filters import iso_ms, parse_filter

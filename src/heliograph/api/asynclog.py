@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..proxy.auth import KeyCache
+from ..auth import KeyCache
 from ..recording.ids import RequestIds
 from ..recording.record import RawRecord, helicone_problem, redact_url
 from . import ApiError, authenticated, envelope

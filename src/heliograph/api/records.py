@@ -9,6 +9,10 @@ from typing import Any
 import orjson
 
 
+SESSION_HEADERS = (("Helicone-Session-Id", "session_id"), ("Helicone-Session-Path", "session_path"),
+                   ("Helicone-Session-Name", "session_name"))
+
+
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
@@ -35,6 +39,11 @@ def render_request(row: dict[str, Any], *, raw_stream: bool = False) -> dict[str
     `raw_stream` adds `response_stream`: a streamed answer's SSE as received (null otherwise);
     `response_body` then holds that answer assembled in the provider's non-stream shape."""
     properties = orjson.loads(row["properties"])
+    # As Helicone stores them: the session headers ride in the properties map (not as analytics
+    # property dimensions: those come from request_properties, which never holds them).
+    for header, column in SESSION_HEADERS:
+        if row.get(column) is not None:
+            properties[header] = row[column]
     record = {
         "request_id": row["id"],
         "request_created_at": iso(row["created_at"]),

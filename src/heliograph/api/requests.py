@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..proxy.auth import KeyCache
+from ..auth import KeyCache
 from ..storage import RequestQuery, Store
 from ..storage.filters import (
     ALL,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..proxy.auth import KeyCache
+from ..auth import KeyCache
 from ..storage import Store
 from ..storage.sessions import SESSION_SORTS, USER_SORTS, SessionQuery, UserQuery
 from . import ApiError, authenticated, envelope, json_object

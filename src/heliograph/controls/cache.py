@@ -59,7 +59,7 @@ MAX_BUCKET_SIZE = 20
 # on near-miss pairs at 0.95 and 15 % at 0.98 (MiniLM), so the default errs high.
 DEFAULT_SIMILARITY = 0.98
 
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]{1,15}")   # more digits than any TTL or bucket size: not a number to parse
 _CREDENTIAL_HEADERS = frozenset({"helicone-auth", "x-api-key", "api-key"})
 # Fields of a message part that carry the text we embed; everything else must match exactly.
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})

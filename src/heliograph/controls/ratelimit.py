@@ -38,8 +38,8 @@ MAX_SEGMENT_CHARS = 256
 
 Unit = Literal["request", "cents"]
 
-_QUOTA = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_WINDOW = re.compile(r"[0-9]+")
+_QUOTA = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
+_WINDOW = re.compile(r"[0-9]{1,12}")
 _PROPERTY = re.compile(r"[A-Za-z0-9_-]+")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FIELD_ORDER = {"w": 0, "u": 1, "s": 2}

@@ -28,7 +28,7 @@ from genai_prices import calc_price
 from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
-from heliograph.proxy.providers.usage import Usage
+from ..usage import Usage
 
 __all__ = ["PriceOverride", "PricingStatus", "billable", "parse_overrides", "price"]
 

@@ -154,6 +154,7 @@ async def replay(send: Send, hit: Hit, record: RawRecord, strip_usage: bool, sta
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in entry["headers"]]
     headers += [
         (b"helicone-id", record.id.encode()),
+        (b"helicone-status", b"success"),
         (b"helicone-cache", b"HIT"),
         (b"helicone-cache-hit", b"true"),
         (b"helicone-cache-latency", str(round(float(entry["latency_ms"]))).encode()),

@@ -61,6 +61,11 @@ class RetryPolicy:
         return min(backoff, self.max_ms) / 1000
 
 
+MAX_RETRIES = 20
+MAX_FACTOR = 100
+MAX_BACKOFF_MS = 600_000    # ten minutes between two tries; NaN and infinity fail every comparison
+
+
 def parse_retry(helicone: dict[str, str]) -> RetryPolicy | None:
     if helicone.get("helicone-retry-enabled", "").lower() != "true":
         return None
@@ -74,8 +79,10 @@ def parse_retry(helicone: dict[str, str]) -> RetryPolicy | None:
     except ValueError:
         raise BadRequest("Helicone-Retry-Num must be an integer and Helicone-Retry-Factor, -Min-Timeout and "
                          "-Max-Timeout numbers (timeouts in ms).") from None
-    if not 0 <= policy.retries <= 20 or policy.factor < 1 or policy.min_ms < 0 or policy.max_ms < policy.min_ms:
-        raise BadRequest("Helicone-Retry-* out of range: Num 0-20, Factor >= 1, 0 <= Min-Timeout <= Max-Timeout.")
+    if not (0 <= policy.retries <= MAX_RETRIES and 1 <= policy.factor <= MAX_FACTOR
+            and 0 <= policy.min_ms <= policy.max_ms <= MAX_BACKOFF_MS):
+        raise BadRequest(f"Helicone-Retry-* out of range: Num 0-{MAX_RETRIES}, Factor 1-{MAX_FACTOR}, "
+                         f"0 <= Min-Timeout <= Max-Timeout <= {MAX_BACKOFF_MS} (ms).")
     return policy
 
 
@@ -295,13 +302,24 @@ def _codes(raw: Any, index: int) -> frozenset[int]:
         raise BadRequest(f"Helicone-Fallbacks[{index}].onCodes must be a list of codes or {{from, to}} ranges.")
     codes: set[int] = set()
     for code in raw:
-        if isinstance(code, int):
+        if _status(code):
             codes.add(code)
-        elif isinstance(code, dict) and isinstance(code.get("from"), int) and isinstance(code.get("to"), int):
-            codes.update(range(code["from"], code["to"] + 1))
+        elif isinstance(code, dict) and _status(code.get("from")) and _status(code.get("to")) \
+                and code["from"] <= code["to"]:
+            codes.update(range(code["from"], code["to"] + 1))   # at most 500 codes
         else:
-            raise BadRequest(f"Helicone-Fallbacks[{index}].onCodes: {code!r} is not a code or a {{from, to}} range.")
+            raise BadRequest(f"Helicone-Fallbacks[{index}].onCodes: {_clip(code)} is not an HTTP status "
+                             f"(100-599) or a {{from, to}} range of them.")
     return frozenset(codes)
+
+
+def _status(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _json_list(raw: str, header: str) -> list[Any]:

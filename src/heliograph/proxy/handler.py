@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..state import State
 from . import caching, limiting, routes
 from . import forward as forward_
-from .auth import KEY_PREFIX, KeyCache
+from ..auth import KEY_PREFIX, KeyCache
 from .metrics import ProxyMetrics
 from .relay import Receive, Scope, Send, relay
 

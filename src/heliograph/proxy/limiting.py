@@ -19,7 +19,7 @@ from ..pricing import PriceOverride, price
 from ..recording.process import decode_body
 from ..recording.record import RawRecord
 from ..state import Decision, RateLimiter, StateUnavailable
-from .providers.usage import extract_usage
+from ..usage import extract_usage
 
 log = logging.getLogger("heliograph.ratelimit")
 

@@ -19,6 +19,8 @@ class ProxyMetrics:
                               ("provider", "error"), registry=registry)
         self.refused = Counter("heliograph_refused", "Requests refused before reaching a provider.",
                                ("status",), registry=registry)
+        self.shed = Counter("heliograph_shed", "Proxied requests refused at once with 503 because max_in_flight "
+                            "were already in flight (not recorded, not in heliograph_refused).", registry=registry)
         self.latency = Histogram("heliograph_request_duration_seconds", "Total time of a proxied request.",
                                  ("provider",), buckets=LATENCY_BUCKETS, registry=registry)
         self.overhead = Histogram("heliograph_gateway_overhead_seconds",

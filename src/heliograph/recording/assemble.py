@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..proxy.providers.usage import sse_json
+from ..usage import sse_json
 
 __all__ = ["assemble_stream"]
 

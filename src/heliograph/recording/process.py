@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..pricing import PriceOverride, billable, price
-from ..proxy.providers.usage import extract_usage
+from ..usage import extract_usage
 from .assemble import assemble_stream
 from .record import RawRecord
 

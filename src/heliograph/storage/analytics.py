@@ -25,7 +25,7 @@ never depends on which path ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, ClassVar
@@ -343,5 +343,5 @@ def _merged(cells: Any) -> Cell:
     return total
 
 
-_series_order: Callable[[tuple[tuple[Any, Any], Cell]], tuple[int, str]] = (
-    lambda item: (item[0][0], "" if item[0][1] is None else str(item[0][1])))
+def _series_order(item: tuple[tuple[Any, Any], Cell]) -> tuple[int, str]:
+    return item[0][0], "" if item[0][1] is None else str(item[0][1])

@@ -23,7 +23,10 @@ import orjson
 
 Kind = Literal["text", "number", "timestamp", "boolean", "property", "score", "feedback"]
 
-MAX_DEPTH = 100
+# SQLite refuses expressions nested ~1,000 deep (each branch is a few levels of SQL) and more than
+# 32,766 bound values; a filter a person writes is a few levels and a few dozen conditions.
+MAX_DEPTH = 32
+MAX_CONDITIONS = 1_000
 INT64_MAX = 2**63 - 1
 FEEDBACK_SCORE = "helicone-score-feedback"
 
@@ -145,15 +148,34 @@ def _show(value: Any) -> str:
 
 
 def _and(nodes: list[Node]) -> Node:
+    """Balanced, so a leaf of many columns nests log2(n) deep in SQL, not n."""
     if not nodes:
         return ALL
-    tree = nodes[0]
-    for node in nodes[1:]:
-        tree = Branch(tree, "and", node)
-    return tree
+    if len(nodes) == 1:
+        return nodes[0]
+    middle = len(nodes) // 2
+    return Branch(_and(nodes[:middle]), "and", _and(nodes[middle:]))
 
 
 def parse_filter(raw: Any, depth: int = 0) -> Node:
+    node = _parse_node(raw, depth)
+    if depth == 0 and (count := _conditions(node)) > MAX_CONDITIONS:
+        raise FilterError(f"filter has {count} conditions; at most {MAX_CONDITIONS} are allowed")
+    return node
+
+
+def _conditions(node: Node) -> int:
+    count, stack = 0, [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Branch):
+            stack += [current.left, current.right]
+        elif isinstance(current, Condition):
+            count += 1
+    return count
+
+
+def _parse_node(raw: Any, depth: int) -> Node:
     if depth > MAX_DEPTH:
         raise FilterError(f"filter is nested more than {MAX_DEPTH} levels deep")
     if raw == "all" or raw is None:
@@ -175,7 +197,7 @@ def _parse_branch(raw: dict[str, Any], depth: int) -> Node:
     operator = raw["operator"]
     if operator not in ("and", "or"):
         raise FilterError(f'filter branch operator must be "and" or "or", got {_show(operator)}')
-    return Branch(parse_filter(raw["left"], depth + 1), operator, parse_filter(raw["right"], depth + 1))
+    return Branch(_parse_node(raw["left"], depth + 1), operator, _parse_node(raw["right"], depth + 1))
 
 
 def _parse_table(table: str, columns: Any) -> Node:

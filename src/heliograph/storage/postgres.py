@@ -18,7 +18,8 @@ from psycopg.rows import dict_row, tuple_row
 
 from .filters import POSTGRES
 from .schema import MIGRATIONS, run_step
-from .sqlstore import Executor, SQLStore, now_ms
+from .executor import Executor
+from .sqlstore import SQLStore, now_ms
 
 CONNECT_TIMEOUT_S = 5
 _LOCK_KEY = "hashtext('heliograph-migrations:' || coalesce(current_schema(), ''))"

@@ -34,7 +34,7 @@ from .rollup_schema import (
 )
 
 if TYPE_CHECKING:
-    from .sqlstore import Executor
+    from .executor import Executor
 
 _ID_CHUNK = 500
 _BACKFILL_PAGE = 5000

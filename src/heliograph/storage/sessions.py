@@ -84,12 +84,27 @@ def _finish(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+
+
+# The tree is rendered as nested JSON, which encoders refuse past ~250 levels. The proxy refuses
+# deeper Helicone-Session-Path values (recording/record.py); records stored before that are folded.
+MAX_TREE_DEPTH = 64
+
+
+def path_segments(path: str | None) -> list[str]:
+    """`/a/b` → [a, b]; beyond MAX_TREE_DEPTH the rest is one last node."""
+    parts = [part for part in (path or "").split("/") if part]
+    if len(parts) > MAX_TREE_DEPTH:
+        parts[MAX_TREE_DEPTH - 1:] = ["/".join(parts[MAX_TREE_DEPTH - 1:])]
+    return parts
+
+
 def session_tree(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Rows of one session → nested nodes by path: "/a/b" is node b under node a under the root."""
     root = _node("", "/")
     for row in rows:
         node = root
-        for segment in [part for part in (row["session_path"] or "").split("/") if part]:
+        for segment in path_segments(row["session_path"]):
             if segment not in node["children"]:
                 node["children"][segment] = _node(segment, node["path"].rstrip("/") + "/" + segment)
             node = node["children"][segment]

@@ -16,7 +16,8 @@ from typing import Any
 from ..settings import sqlite_path
 from .filters import SQLITE, Node, property_equalities
 from .schema import MIGRATIONS, run_step
-from .sqlstore import Executor, SQLStore, now_ms
+from .executor import Executor
+from .sqlstore import SQLStore, now_ms
 
 WRITE_BUSY_TIMEOUT_MS = 500   # past this the recorder journals instead of waiting for a lock
 READ_BUSY_TIMEOUT_MS = 5000

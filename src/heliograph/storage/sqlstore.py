@@ -26,10 +26,11 @@ import operator
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import orjson
 
+from .executor import Executor
 from .filters import Dialect, Node
 from .analytics import AnalyticsQueries
 from .lifecycle import Lifecycle
@@ -44,18 +45,6 @@ _request_values = operator.itemgetter(*REQUEST_COLUMNS)  # row → tuple in colu
 
 class StoreUnavailable(Exception):
     """The database could not be reached or is locked; the operation may succeed later."""
-
-
-class Cursor(Protocol):
-    rowcount: int
-
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
-
-
-class Executor(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
-    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
 
 
 def now_ms() -> int:

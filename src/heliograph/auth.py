@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
-from ..errors import AuthError
+from .errors import AuthError
 
 KEY_PREFIX = "sk-hg-"
 RELOAD_EVERY = 5.0          # revoked keys stop working within this many seconds
