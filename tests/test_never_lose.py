@@ -101,10 +101,23 @@ def test_an_unknown_provider_for_a_known_key_is_recorded_too(gateway: Gateway) -
     assert gateway.record(r.headers["helicone-id"])["response_status"] == 404
 
 
-def test_an_unauthenticated_request_is_not_recorded(gateway: Gateway) -> None:
+def test_an_unauthenticated_request_is_not_recorded_but_answered_like_any_other(gateway: Gateway) -> None:
     r = httpx.post(gateway.url + "/openai/v1/chat/completions", json=CHAT)
     assert r.status_code == 401
-    assert "helicone-id" not in r.headers
+    assert r.headers["server-timing"].startswith("gateway;dur=") and "helicone-status" not in r.headers
+    unknown = httpx.get(f"{gateway.url}/api/v1/request/{r.headers['helicone-id']}",
+                        headers={"Authorization": f"Bearer {gateway.key}"})
+    assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("headers, status", [({"Helicone-Retry-Num": "x", "Helicone-Retry-Enabled": "true"}, 400),
+                                             ({"X-Fake-Scenario": "status=503"}, 503)])
+def test_every_error_answer_carries_the_id_and_server_timing(gateway: Gateway, headers: dict[str, str],
+                                                             status: int) -> None:
+    r = chat(gateway, **headers)
+    assert r.status_code == status
+    assert "gateway;dur=" in r.headers["server-timing"] and "helicone-status" not in r.headers
+    assert gateway.record(r.headers["helicone-id"])["response_status"] == status
 
 
 # -- 5: shutdown --------------------------------------------------------------------------------

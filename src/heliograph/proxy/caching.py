@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,8 @@ from ..controls.cache import CacheSettings, cache_key_fn, parse_cache_settings, 
 from ..errors import BadRequest
 from ..recording.record import RawRecord
 from ..state import Cache, StateUnavailable, lookup, store
-from .relay import Send, without_usage_chunk
+from .context import Call
+from .relay import without_usage_chunk
 
 log = logging.getLogger("heliograph.cache")
 
@@ -144,37 +144,34 @@ def _hit(value: bytes, index: int | None, similarity: float | None) -> Hit:
     return Hit(orjson.loads(head), body, index, similarity)
 
 
-async def replay(send: Send, hit: Hit, record: RawRecord, strip_usage: bool, started: float) -> None:
+async def replay(call: Call, hit: Hit) -> None:
+    record = call.record
+    assert record is not None
     entry = hit.entry
     streamed = bool(entry["streamed"])
     body = hit.body
-    if streamed and strip_usage:
+    if streamed and call.strip_usage:
         body, rest = without_usage_chunk(body)
         body += rest
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in entry["headers"]]
-    headers += [
-        (b"helicone-id", record.id.encode()),
-        (b"helicone-status", b"success"),
+    base = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in entry["headers"]]
+    base += [
         (b"helicone-cache", b"HIT"),
         (b"helicone-cache-hit", b"true"),
         (b"helicone-cache-latency", str(round(float(entry["latency_ms"]))).encode()),
-        (b"server-timing", f"gateway;dur={(time.perf_counter() - started) * 1000:.3f}, upstream;dur=0".encode()),
     ]
     if hit.bucket_index is not None:
-        headers.append((b"helicone-cache-bucket-idx", str(hit.bucket_index).encode()))
+        base.append((b"helicone-cache-bucket-idx", str(hit.bucket_index).encode()))
     if hit.similarity is not None:
-        headers.append((b"helicone-cache-similarity", f"{hit.similarity:.4f}".encode()))
+        base.append((b"helicone-cache-similarity", f"{hit.similarity:.4f}".encode()))
     if not streamed:
-        headers.append((b"content-length", str(len(body)).encode()))
+        base.append((b"content-length", str(len(body)).encode()))
     record.status = 200
     record.cache_hit = True
     record.cache_reference_id = str(entry["id"])
     record.streamed = streamed
     record.response_body = hit.body
     record.response_encoding = str(entry.get("encoding") or "")
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    record.ttft_ms = (time.perf_counter() - started) * 1000 if streamed else None
+    await call.respond(200, call.response_headers(base, success=True, overhead_ms=call.elapsed_ms()), body)
 
 
 async def save(cache: Cache, cache_plan: CachePlan, record: RawRecord,

@@ -14,7 +14,7 @@ import orjson
 
 from ..errors import BadRequest, GatewayError, NotFound, RequestTimeout, UpstreamTimeout
 from ..pricing import parse_overrides
-from ..recording.ids import RequestIds
+from ..recording.ids import RequestIds, new_request_id
 from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
 from ..settings import Settings
 from ..state import State
@@ -22,7 +22,8 @@ from . import caching, limiting, routes
 from . import forward as forward_
 from ..auth import KEY_PREFIX, KeyCache
 from .metrics import ProxyMetrics
-from .relay import Receive, Scope, Send, relay
+from .context import Call, Receive, Scope, Send
+from .relay import relay
 
 log = logging.getLogger("heliograph.proxy")
 
@@ -79,105 +80,168 @@ class Proxy:
             await self.session.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        created_at = time.time()
-        family = _family_hint(scope["path"])
-        try:
-            forward, helicone, path = _split_headers(scope["headers"], scope["path"])
-            family = _family_hint(path)
-            key_id = None
-            if self.require_auth or "helicone-auth" in helicone:
-                key_id = await self.keys.authenticate(helicone.get("helicone-auth"))
-        except GatewayError as exc:
-            await _send_error(send, exc, family, "")
-            self.metrics.observe_refused(exc.status)
+        call = Call(scope, receive, send, family=_family_hint(scope["path"]))
+        if not await self._authenticate(call):
             return
-
-        # Authenticated: from here on every answer, refusals included, is recorded.
-        query = ("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else ""
-        request_id = await self.ids.claim(helicone.get("helicone-request-id"))
-        record = RawRecord(
-            id=request_id, created_at=created_at, provider=_provider_hint(path), family=family,
-            method=scope["method"], path=redact_url(path + query), target_url="", key_id=key_id,
-            helicone=helicone, request_body=b"")
-        cache_plan: caching.CachePlan | None = None
         try:
-            replaces_primary = path.startswith("/gateway/") and "helicone-fallbacks" in helicone
-            route = None if replaces_primary else self._route(path, query, helicone)
-            family = record.family = route.provider.family if route else family
-            if problem := helicone_problem(helicone):
-                raise BadRequest(problem + ".")
-            retry = forward_.parse_retry(helicone)
-            body = record.request_body = await _read_body(receive, self.body_timeout)
-            upstream_url = route.upstream_url if route else path + query
-            body, strip_usage = _inject_stream_usage(upstream_url, body, helicone)
-            if caching.wants_cache(helicone):
-                incoming = {**_header_map(scope["headers"]), **helicone}
-                url = _incoming_url(scope, incoming, path + query)
-                cache_plan = caching.plan(incoming, url, body)
-            targets = self._targets(route, path, query, forward, body, helicone, not strip_usage)
+            await self._prepare(call)
         except GatewayError as exc:
-            _unrecord(helicone)
-            record.status, record.error, record.response_body = exc.status, "refused", exc.body(family)
-            record.latency_ms = (time.perf_counter() - started) * 1000
-            await _send_error(send, exc, family, request_id,
-                              extra=[(b"connection", b"close")] if exc.close_connection else None)
-            self.submit(record)
-            self.metrics.observe_refused(exc.status)
+            await self._refuse(call, exc, "refused")
+            self._finish_refused(call, exc.status)
             return
-
-        _unrecord(helicone)     # the auth is in the cache key above; credentials are never in a record
-        first = targets[0]
-        record.provider, record.family, record.target_url = first.provider.name, first.provider.family, redact_url(first.url)
-        record.request_body = body
-        extra: list[tuple[bytes, bytes]] = []
-        limit_plan: limiting.LimitPlan | None = None
-        upstream_headers: list[tuple[bytes, bytes]] | None = None
         try:
-            if cache_plan is not None and cache_plan.settings.read:
-                hit = await caching.find(self.state.cache, cache_plan, self._embedder_for(incoming, first),
-                                         url, body, incoming)
-                if hit is not None:
-                    await caching.replay(send, hit, record, strip_usage, started)
-                    return
-                extra += [(b"helicone-cache", b"MISS"), (b"helicone-cache-hit", b"false")]
-            if "helicone-ratelimit-policy" in helicone:
-                try:
-                    limit_plan = await limiting.check(self.state.limiter, helicone, body, extra)
-                except limiting.RateLimited as exc:
-                    record.status, record.error, record.response_body = exc.status, "rate_limited", exc.body(family)
-                    await _send_error(send, exc, family, record.id,
-                                      extra=[*extra, (b"x-helicone-error", b"rate_limited")])
-                    return
-            upstream_headers = await self._forward(scope, receive, send, targets, retry, record, started,
-                                                   strip_usage, family, extra)
+            if await self._answer_from_cache(call):
+                return
+            await self._limit(call)
+            await self._forward(call)
+        except limiting.RateLimited as exc:
+            await self._refuse(call, exc, "rate_limited")
         except GatewayError as exc:
-            record.status, record.error, record.response_body = exc.status, "refused", exc.body(family)
-            await _send_error(send, exc, family, record.id, extra=extra)
+            await self._refuse(call, exc, "refused")
         except asyncio.CancelledError:
-            # Shutdown's grace period is over: the call is recorded as cut, never as a success.
-            record.error = record.error or "shutdown"
-            if record.status == 0:
-                record.status = 503
+            self._cut_at_shutdown(call)
             raise
         except Exception as exc:
-            # A bug of ours: counted, logged with its stack, and the client still gets an answer
-            # in its SDK's shape if nothing was sent yet; never a bare 500 page.
-            log.exception("internal error while proxying %s", record.id)
-            record.error = "internal_error"
-            if record.status == 0:
-                record.status = 500
-                await _send_error(send, GatewayError(f"Heliograph failed to proxy this request "
-                                                     f"({type(exc).__name__}); see the gateway log for {record.id}."),
-                                  family, record.id)
+            await self._internal_error(call, exc)
         finally:
-            record.latency_ms = (time.perf_counter() - started) * 1000
-            self.submit(record)
-            self.metrics.observe(record)
-            if cache_plan is not None and upstream_headers is not None:
-                self._background(caching.save(self.state.cache, cache_plan, record, upstream_headers))
-            if limit_plan is not None:
-                self._background(limiting.charge_cost(self.state.limiter, limit_plan, record, self.overrides))
+            self._finish(call)
+
+    # -- the stages, in order ------------------------------------------------------------------
+
+    async def _authenticate(self, call: Call) -> bool:
+        """Helicone-Auth → key id; from here on the call has a record. False: answered with a 401."""
+        scope = call.scope
+        call.forward, call.helicone, call.path = _split_headers(scope["headers"], scope["path"])
+        call.family = _family_hint(call.path)
+        key_id = None
+        try:
+            if self.require_auth or "helicone-auth" in call.helicone:
+                key_id = await self.keys.authenticate(call.helicone.get("helicone-auth"))
+        except GatewayError as exc:
+            call.request_id = new_request_id()  # for the client's logs; nothing is recorded
+            await call.error(exc)
+            self.metrics.observe_refused(exc.status)
+            return False
+        call.query = ("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else ""
+        call.request_id = await self.ids.claim(call.helicone.get("helicone-request-id"))
+        call.record = RawRecord(
+            id=call.request_id, created_at=time.time(), provider=_provider_hint(call.path), family=call.family,
+            method=scope["method"], path=redact_url(call.path + call.query), target_url="", key_id=key_id,
+            helicone=call.helicone, request_body=b"")
+        return True
+
+    async def _prepare(self, call: Call) -> None:
+        """Route, check the Helicone-* headers, read the body, plan the cache and the targets."""
+        helicone, record = call.helicone, call.record
+        assert record is not None
+        replaces_primary = call.path.startswith("/gateway/") and "helicone-fallbacks" in helicone
+        route = None if replaces_primary else self._route(call.path, call.query, helicone)
+        call.family = record.family = route.provider.family if route else call.family
+        if problem := helicone_problem(helicone):
+            raise BadRequest(problem + ".")
+        call.retry = forward_.parse_retry(helicone)
+        body = record.request_body = await _read_body(call.receive, self.body_timeout)
+        upstream_url = route.upstream_url if route else call.path + call.query
+        call.body, call.strip_usage = _inject_stream_usage(upstream_url, body, helicone)
+        if caching.wants_cache(helicone):
+            call.incoming = {**_header_map(call.scope["headers"]), **helicone}
+            call.cache_url = _incoming_url(call.scope, call.incoming, call.path + call.query)
+            call.cache_plan = caching.plan(call.incoming, call.cache_url, call.body)
+        call.targets = self._targets(route, call.path, call.query, call.forward, call.body, helicone,
+                                     not call.strip_usage)
+        _unrecord(helicone)     # the auth is in the cache key above; credentials are never in a record
+        first = call.targets[0]
+        record.provider, record.family, record.target_url = first.provider.name, first.provider.family, redact_url(first.url)
+        record.request_body = call.body
+
+    async def _answer_from_cache(self, call: Call) -> bool:
+        plan = call.cache_plan
+        if plan is None or not plan.settings.read:
+            return False
+        hit = await caching.find(self.state.cache, plan, self._embedder_for(call.incoming, call.targets[0]),
+                                 call.cache_url, call.body, call.incoming)
+        if hit is not None:
+            await caching.replay(call, hit)
+            return True
+        call.headers += [(b"helicone-cache", b"MISS"), (b"helicone-cache-hit", b"false")]
+        return False
+
+    async def _limit(self, call: Call) -> None:
+        if "helicone-ratelimit-policy" in call.helicone:
+            call.limit_plan = await limiting.check(self.state.limiter, call.helicone, call.body, call.headers)
+
+    async def _forward(self, call: Call) -> None:
+        """Call upstream (retries, fallbacks) and relay the answer."""
+        assert self.session is not None and call.record is not None
+        record, targets = call.record, call.targets
+        sent_at = time.perf_counter()
+        if len(targets) == 1 and call.retry is None:
+            outcome = await forward_.send_once(self.session, call.scope["method"], targets[0])
+        else:
+            outcome = await forward_.send(self.session, call.scope["method"], targets, call.retry)
+        target = outcome.target
+        record.provider, record.family = target.provider.name, target.provider.family
+        record.target_url = redact_url(target.url)
+        record.fallback_index = target.fallback_index
+        record.attempts = outcome.attempts
+        if outcome.response is None:
+            assert outcome.error is not None
+            record.error = "upstream_timeout" if isinstance(outcome.error, UpstreamTimeout) else "upstream_unavailable"
+            await call.error(outcome.error)
+            return
+        answered_at = time.perf_counter()
+        record.upstream_ms = (answered_at - sent_at) * 1000
+        await relay(call, outcome.response, target, (sent_at - call.started) * 1000, answered_at,
+                    call.strip_usage and target.translate is None)
+        # An answer in another API family than the client's cannot be replayed to it.
+        if target.translate is None:
+            call.upstream_headers = list(outcome.response.raw_headers)
+
+    def _finish(self, call: Call) -> None:
+        """Exactly one record per call; then, off the client's path, the cache save and cent charge."""
+        record = call.record
+        assert record is not None
+        record.latency_ms = call.elapsed_ms()
+        self.submit(record)
+        self.metrics.observe(record)
+        if call.cache_plan is not None and call.upstream_headers is not None:
+            self._background(caching.save(self.state.cache, call.cache_plan, record, call.upstream_headers))
+        if call.limit_plan is not None:
+            self._background(limiting.charge_cost(self.state.limiter, call.limit_plan, record, self.overrides))
+
+    # -- ways a call ends early ----------------------------------------------------------------
+
+    async def _refuse(self, call: Call, exc: GatewayError, error: str) -> None:
+        """A refusal after authentication: answered in the SDK's shape, recorded with its reason."""
+        assert call.record is not None
+        _unrecord(call.helicone)
+        call.record.error = error
+        extra = [(b"x-helicone-error", b"rate_limited")] if isinstance(exc, limiting.RateLimited) else []
+        await call.error(exc, extra=extra)
+
+    def _finish_refused(self, call: Call, status: int) -> None:
+        """A call refused before it had a provider: recorded, counted by status only."""
+        assert call.record is not None
+        call.record.latency_ms = call.elapsed_ms()
+        self.submit(call.record)
+        self.metrics.observe_refused(status)
+
+    def _cut_at_shutdown(self, call: Call) -> None:
+        # Shutdown's grace period is over: the call is recorded as cut, never as a success.
+        assert call.record is not None
+        call.record.error = call.record.error or "shutdown"
+        if call.record.status == 0:
+            call.record.status = 503
+
+    async def _internal_error(self, call: Call, exc: Exception) -> None:
+        # A bug of ours: counted, logged with its stack, and the client still gets an answer in its
+        # SDK's shape if nothing was sent yet; never a bare 500 page.
+        assert call.record is not None
+        log.exception("internal error while proxying %s", call.request_id)
+        call.record.error = "internal_error"
+        if call.record.status == 0:
+            await call.error(GatewayError(f"Heliograph failed to proxy this request ({type(exc).__name__}); "
+                                          f"see the gateway log for {call.request_id}."))
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -255,44 +319,6 @@ class Proxy:
             forward.append((b"api-key", secret.encode()))
         else:
             forward.append((b"authorization", b"Bearer " + secret.encode()))
-
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, targets: list[forward_.Target],
-                       retry: forward_.RetryPolicy | None, record: RawRecord, started: float,
-                       strip_usage: bool, client_family: str,
-                       extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
-        """Call upstream and relay; the upstream's headers when the answer may be cached."""
-        assert self.session is not None
-        sent_at = time.perf_counter()
-        if len(targets) == 1 and retry is None:
-            outcome = await forward_.send_once(self.session, scope["method"], targets[0])
-        else:
-            outcome = await forward_.send(self.session, scope["method"], targets, retry)
-        target = outcome.target
-        record.provider, record.family = target.provider.name, target.provider.family
-        record.target_url = redact_url(target.url)
-        record.fallback_index = target.fallback_index
-        record.attempts = outcome.attempts
-        if outcome.response is None:
-            assert outcome.error is not None
-            await self._fail(send, record, outcome.error, client_family, extra)
-            return None
-        answered_at = time.perf_counter()
-        record.upstream_ms = (answered_at - sent_at) * 1000
-        overhead_ms = (sent_at - started) * 1000
-        await relay(outcome.response, receive, send, record, overhead_ms, answered_at, started,
-                    strip_usage and target.translate is None, target, extra)
-        # An answer in another API family than the client's cannot be replayed to it.
-        return list(outcome.response.raw_headers) if target.translate is None else None
-
-    async def _fail(self, send: Send, record: RawRecord, exc: GatewayError, client_family: str,
-                    extra: list[tuple[bytes, bytes]]) -> None:
-        record.status = exc.status
-        record.error = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unavailable"
-        record.response_body = exc.body(client_family)
-        record.gateway_overhead_ms = 0.0
-        fallback = [(b"helicone-fallback-index", str(record.fallback_index).encode())] \
-            if record.fallback_index is not None else []
-        await _send_error(send, exc, client_family, record.id, extra=[*extra, *fallback])
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -381,14 +407,3 @@ def _inject_stream_usage(url: str, body: bytes, helicone: dict[str, str]) -> tup
         return body, False
     payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return orjson.dumps(payload), not forced and payload.get("stream") is True
-
-
-async def _send_error(send: Send, exc: GatewayError, family: str, request_id: str,
-                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = exc.body(family)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if request_id:
-        headers.append((b"helicone-id", request_id.encode()))
-    headers += extra or []
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

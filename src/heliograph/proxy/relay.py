@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import aiohttp
 
 from ..errors import sse_error_event
 from ..recording.record import RawRecord
+from .context import Call, Receive, Send
 from .forward import Target
 from .translate_relay import Translation
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 DROPPED_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade"})
 # When the body is changed (usage chunk cut, translated), its length and type are ours to set.
@@ -35,26 +30,19 @@ REWRITTEN_DROPPED = DROPPED_RESPONSE_HEADERS | {b"content-length", b"content-enc
 SMALL_BODY = 1 << 20
 
 
-def response_headers(upstream: aiohttp.ClientResponse, record: RawRecord, overhead_ms: float,
-                     streaming: bool, rewritten: bool, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def upstream_headers(upstream: aiohttp.ClientResponse, streaming: bool, rewritten: bool) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers that go back to the client."""
     dropped = REWRITTEN_DROPPED if rewritten else DROPPED_RESPONSE_HEADERS
     headers = [(name, value) for name, value in upstream.raw_headers if name.lower() not in dropped]
-    headers += extra
-    if record.fallback_index is not None:
-        headers.append((b"helicone-fallback-index", str(record.fallback_index).encode()))
-    headers.append((b"helicone-id", record.id.encode()))
-    if upstream.status < 400:
-        headers.append((b"helicone-status", b"success"))
-    headers.append((b"server-timing",
-                    f"gateway;dur={overhead_ms:.3f}, upstream;dur={record.upstream_ms or 0:.3f}".encode()))
     if streaming:
         headers.append((b"x-accel-buffering", b"no"))
     return headers
 
 
-async def relay(upstream: aiohttp.ClientResponse, receive: Receive, send: Send, record: RawRecord,
-                overhead_ms: float, answered_at: float, started: float, strip_usage: bool,
-                target: Target, extra: list[tuple[bytes, bytes]]) -> None:
+async def relay(call: Call, upstream: aiohttp.ClientResponse, target: Target, overhead_ms: float,
+                answered_at: float, strip_usage: bool) -> None:
+    record = call.record
+    assert record is not None
     content_type = upstream.headers.get("content-type", "")
     streaming = content_type.startswith("text/event-stream")
     strip_usage = strip_usage and streaming
@@ -65,26 +53,29 @@ async def relay(upstream: aiohttp.ClientResponse, receive: Receive, send: Send, 
     try:
         overhead_ms += (time.perf_counter() - answered_at) * 1000
         record.gateway_overhead_ms = overhead_ms
-        headers = response_headers(upstream, record, overhead_ms, streaming, strip_usage or translator is not None,
-                                   extra)
+        base = upstream_headers(upstream, streaming, strip_usage or translator is not None)
         if translator is not None and not streaming:
             record.response_body = await upstream.read()
             status, body = translator.whole(record.response_body)
-            headers = [h for h in headers if h[0].lower() != b"content-type"]
-            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            base = [h for h in base if h[0].lower() != b"content-type"]
+            base += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await call.respond(status, _headers(call, base, status, overhead_ms), body)
             return
-        await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+        await call.respond(upstream.status, _headers(call, base, upstream.status, overhead_ms))
         if streaming:
-            await _relay_stream(upstream, receive, send, record, started, strip_usage, translator)
+            await _relay_stream(upstream, call.receive, call.send, record, call.started, strip_usage, translator)
         elif upstream.content_length is not None and upstream.content_length <= SMALL_BODY:
             record.response_body = await upstream.read()
-            await send({"type": "http.response.body", "body": record.response_body})
+            await call.send({"type": "http.response.body", "body": record.response_body})
         else:
-            await _relay_chunks(upstream, send, record)
+            await _relay_chunks(upstream, call.send, record)
     finally:
         upstream.release()
+
+
+def _headers(call: Call, base: list[tuple[bytes, bytes]], status: int, overhead_ms: float) -> list[tuple[bytes, bytes]]:
+    upstream_ms = call.record.upstream_ms if call.record is not None else None
+    return call.response_headers(base, success=status < 400, overhead_ms=overhead_ms, upstream_ms=upstream_ms or 0.0)
 
 
 async def _relay_chunks(upstream: aiohttp.ClientResponse, send: Send, record: RawRecord) -> None:
