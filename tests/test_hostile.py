@@ -144,3 +144,26 @@ def test_no_credential_is_ever_written_to_the_store_the_journal_or_the_log(fake:
     for where, marker in markers.items():
         assert marker.encode() not in written, f"the {where} credential was written to disk"
     assert gw.key.encode() not in written
+
+
+def test_a_megabyte_of_headers_is_a_431_in_the_sdk_shape(gateway: Gateway) -> None:
+    r = chat(gateway, **{"X-Padding": "x" * 1_000_000})
+    assert r.status_code == 431
+    assert "max_header_bytes" in r.json()["error"]["message"]
+    assert chat(gateway).status_code == 200     # and the gateway serves on
+
+
+def test_a_body_over_the_limit_is_a_413_before_anything_is_forwarded(fake: FakeUpstream, tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, fake.url, extra_env={"HELIOGRAPH_MAX_REQUEST_BODY_BYTES": "1000000"})
+    try:
+        fake.clear()
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2_000_000}]}
+        r = httpx.post(gw.url + "/anthropic/v1/messages", json=big, timeout=30,
+                       headers={**gw.auth, "x-api-key": "k", "anthropic-version": "2023-06-01"})
+        assert r.status_code == 413
+        assert r.json()["type"] == "error" and "max_request_body_bytes" in r.json()["error"]["message"]
+        assert gw.record(r.headers["helicone-id"])["response_status"] == 413
+        assert not fake.requests, "nothing may reach the provider"
+        assert chat(gw).status_code == 200
+    finally:
+        gw.stop()

@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from .app import Heliograph, create_app
-from .errors import Overloaded, RequestTimeout
+from .errors import BadRequest, Overloaded, RequestTimeout
 from .settings import Settings
 
 log = logging.getLogger("heliograph.server")
@@ -104,6 +104,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     header_timeout: ClassVar[float] = 10.0
+    max_header_bytes: ClassVar[int] = 65_536
     max_connections: ClassVar[int] = 10_000
     idle: ClassVar[dict[GuardedHttpToolsProtocol, None]] = {}  # insertion order = idle since
     _warned_at: ClassVar[float] = 0.0
@@ -111,6 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     @classmethod
     def configure(cls, settings: Settings) -> None:
         cls.header_timeout = settings.header_timeout
+        cls.max_header_bytes = settings.max_header_bytes
         cls.max_connections = connection_budget(settings.max_connections)
 
     def __init__(self, config: uvicorn.Config, server_state: ServerState, app_state: dict[str, Any],
@@ -118,6 +120,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_deadline: asyncio.TimerHandle | None = None
         self.request_begun = False
+        self.header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -136,16 +139,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # body the gateway already answered without reading).
         if self.header_deadline is None and self in self.idle:
             self._start_header_clock()
+        waiting_for_headers = self.header_deadline is not None
         super().data_received(data)
+        if waiting_for_headers and self.header_deadline is not None:     # headers still incomplete
+            self.header_bytes += len(data)
+            if self.max_header_bytes and self.header_bytes > self.max_header_bytes:
+                self._headers_too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.request_begun = True
+        self.header_bytes = 0
 
     def on_headers_complete(self) -> None:
         self.request_begun = False
         self._become_busy()
+        if self.max_header_bytes and sum(len(k) + len(v) for k, v in self.headers) > self.max_header_bytes:
+            self._headers_too_large()
+            return
         super().on_headers_complete()
+
+    def _headers_too_large(self) -> None:
+        self._become_busy()
+        family = "anthropic" if self.url.startswith(b"/anthropic/") else "openai"
+        error = BadRequest(f"The request headers are larger than {self.max_header_bytes} bytes "
+                           "(max_header_bytes).", code="request_header_fields_too_large")
+        self._write_and_close(431, b"Request Header Fields Too Large", error.body(family))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

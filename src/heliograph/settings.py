@@ -95,6 +95,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a client has to send a request's complete headers, counted from the connection's "
             "opening (or from the first byte of a later request on a kept-alive connection); then the "
             "connection is closed. Headers are a few hundred bytes: only a stuck or hostile client needs more."),
+    Setting("max_header_bytes", _count, 65_536,
+            "Bytes of request headers at most (names and values); more is a 431. SDKs send about a kilobyte."),
+    Setting("max_request_body_bytes", _count, 32 * 1024 * 1024,
+            "Bytes of a request body at most; more is a 413 before anything is forwarded. Bodies are held in "
+            "memory while a call is in flight; raise it for large file uploads through /files."),
     Setting("body_timeout", _positive, 30.0,
             "Seconds a client may send nothing of a request body it has started (before the first chunk or "
             "between two); then it gets a 408 in its SDK's shape and the connection is closed."),
@@ -157,6 +162,8 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
     header_timeout: float = 10.0
+    max_header_bytes: int = 65_536
+    max_request_body_bytes: int = 32 * 1024 * 1024
     body_timeout: float = 30.0
     keep_alive_timeout: int = 75
     max_connections: int = 10_000

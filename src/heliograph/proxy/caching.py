@@ -23,8 +23,7 @@ from ..controls.cache import CacheSettings, cache_key_fn, parse_cache_settings, 
 from ..errors import BadRequest
 from ..recording.record import RawRecord
 from ..state import Cache, StateUnavailable, lookup, store
-from .context import Call
-from .relay import without_usage_chunk
+from .sse import without_usage_chunk
 
 log = logging.getLogger("heliograph.cache")
 
@@ -144,13 +143,12 @@ def _hit(value: bytes, index: int | None, similarity: float | None) -> Hit:
     return Hit(orjson.loads(head), body, index, similarity)
 
 
-async def replay(call: Call, hit: Hit) -> None:
-    record = call.record
-    assert record is not None
+def replay(hit: Hit, record: RawRecord, strip_usage: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The stored answer's headers and body for this client, and the record of the hit."""
     entry = hit.entry
     streamed = bool(entry["streamed"])
     body = hit.body
-    if streamed and call.strip_usage:
+    if streamed and strip_usage:
         body, rest = without_usage_chunk(body)
         body += rest
     base = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in entry["headers"]]
@@ -171,7 +169,7 @@ async def replay(call: Call, hit: Hit) -> None:
     record.streamed = streamed
     record.response_body = hit.body
     record.response_encoding = str(entry.get("encoding") or "")
-    await call.respond(200, call.response_headers(base, success=True, overhead_ms=call.elapsed_ms()), body)
+    return base, body
 
 
 async def save(cache: Cache, cache_plan: CachePlan, record: RawRecord,

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..errors import BadRequest, GatewayError, NotFound, RequestTimeout, UpstreamTimeout
+from ..errors import BadRequest, GatewayError, NotFound, PayloadTooLarge, RequestTimeout, UpstreamTimeout
 from ..pricing import parse_overrides
 from ..recording.ids import RequestIds, new_request_id
 from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
@@ -52,6 +52,7 @@ class Proxy:
         self.gateway_allow = frozenset(settings.gateway_allow)
         self.require_auth = not settings.allow_unauthenticated
         self.body_timeout = settings.body_timeout
+        self.max_body = settings.max_request_body_bytes
         self.keys = keys
         self.submit = submit
         self.ids = ids or RequestIds()
@@ -140,7 +141,7 @@ class Proxy:
         if problem := helicone_problem(helicone):
             raise BadRequest(problem + ".")
         call.retry = forward_.parse_retry(helicone)
-        body = record.request_body = await _read_body(call.receive, self.body_timeout)
+        body = record.request_body = await _read_body(call.receive, self.body_timeout, self.max_body)
         upstream_url = route.upstream_url if route else call.path + call.query
         call.body, call.strip_usage = _inject_stream_usage(upstream_url, body, helicone)
         if caching.wants_cache(helicone):
@@ -161,7 +162,9 @@ class Proxy:
         hit = await caching.find(self.state.cache, plan, self._embedder_for(call.incoming, call.targets[0]),
                                  call.cache_url, call.body, call.incoming)
         if hit is not None:
-            await caching.replay(call, hit)
+            assert call.record is not None
+            base, body = caching.replay(hit, call.record, call.strip_usage)
+            await call.respond(200, call.response_headers(base, success=True, overhead_ms=call.elapsed_ms()), body)
             return True
         call.headers += [(b"helicone-cache", b"MISS"), (b"helicone-cache-hit", b"false")]
         return False
@@ -364,25 +367,30 @@ def _split_headers(raw: list[tuple[bytes, bytes]], path: str) -> tuple[list[tupl
     return forward, helicone, path
 
 
-async def _read_body(receive: Receive, timeout: float) -> bytes:
+async def _read_body(receive: Receive, timeout: float, limit: int) -> bytes:
     """The whole request body: 408 when the client sends none of it for `timeout` seconds (before
-    the first chunk or between two), 400 when it hangs up half-way (a cut body is never forwarded)."""
+    the first chunk or between two), 413 past `limit` bytes, 400 when it hangs up half-way (a cut
+    body is never forwarded)."""
+    parts: list[bytes] = []
+    size = 0
     try:
         async with asyncio.timeout(timeout) as deadline:
-            message = await receive()
-            body: bytes = message.get("body", b"")
-            if message.get("more_body"):
-                parts = [body]
-                while message.get("more_body"):
-                    deadline.reschedule(asyncio.get_running_loop().time() + timeout)
-                    message = await receive()
-                    parts.append(message.get("body", b""))
-                body = b"".join(parts)
+            while True:
+                message = await receive()
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if limit and size > limit:
+                    raise PayloadTooLarge(f"The request body is larger than {limit} bytes (max_request_body_bytes; "
+                                          "HELIOGRAPH_MAX_REQUEST_BODY_BYTES allows more).")
+                parts.append(chunk)
+                if not message.get("more_body"):
+                    break
+                deadline.reschedule(asyncio.get_running_loop().time() + timeout)
     except TimeoutError:
         raise RequestTimeout(f"The request body stopped arriving: nothing was received for {timeout:g} s.") from None
     if message["type"] == "http.disconnect":
         raise BadRequest("The client closed the connection before sending the whole request body.")
-    return body
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _inject_stream_usage(url: str, body: bytes, helicone: dict[str, str]) -> tuple[bytes, bool]:

@@ -21,6 +21,7 @@ from ..errors import sse_error_event
 from ..recording.record import RawRecord
 from .context import Call, Receive, Send
 from .forward import Target
+from .sse import without_usage_chunk
 from .translate_relay import Translation
 
 
@@ -149,25 +150,6 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
     finally:
         watcher.cancel()
         record.response_body = b"".join(parts)
-
-
-def without_usage_chunk(data: bytes) -> tuple[bytes, bytes]:
-    """Complete SSE events minus the usage-only one, and the incomplete rest to hold back."""
-    end = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
-    if end < 0:
-        return b"", data
-    end += 4 if data[end:end + 4] == b"\r\n\r\n" else 2
-    complete, rest = data[:end], data[end:]
-    if b'"choices":[]' not in complete.replace(b" ", b""):
-        return complete, rest
-    events = complete.replace(b"\r\n", b"\n").split(b"\n\n")
-    kept = [e for e in events if e and not _is_usage_only(e)]
-    return b"".join(e + b"\n\n" for e in kept), rest
-
-
-def _is_usage_only(event: bytes) -> bool:
-    compact = event.replace(b" ", b"")
-    return b'"choices":[]' in compact and b'"usage":{' in compact
 
 
 def _stream_error_class(exc: BaseException) -> str:
