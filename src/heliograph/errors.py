@@ -4,6 +4,9 @@
     ├── AuthError (401)               missing, malformed, unknown or revoked Helicone key
     ├── BadRequest (400)              bad Helicone-* header, refused gateway target, unknown route
     ├── NotFound (404)                no provider under this path
+    ├── RequestTimeout (408)          the client stopped sending its request; the connection is closed
+    ├── PayloadTooLarge (413)         a body over max_request_body_bytes; the connection is closed
+    ├── Overloaded (503)              max_in_flight calls already in flight: refused at once, Retry-After
     ├── UpstreamUnavailable (502)     connection to the provider failed or broke
     └── UpstreamTimeout (504)         the provider did not answer in time
 
@@ -23,6 +26,8 @@ class GatewayError(Exception):
     openai_type = "api_error"
     anthropic_type = "api_error"
     code: str | None = None
+    # The connection cannot carry another request (its request was not read to the end).
+    close_connection = False
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
@@ -56,6 +61,29 @@ class NotFound(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
     code = "not_found"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    code = "request_timeout"
+    close_connection = True
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+    code = "request_too_large"
+    close_connection = True
+
+
+class Overloaded(GatewayError):
+    status = 503
+    anthropic_type = "overloaded_error"
+    code = "gateway_overloaded"
+    retry_after_seconds = 1
 
 
 class UpstreamUnavailable(GatewayError):
