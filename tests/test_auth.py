@@ -23,13 +23,13 @@ class SlowStore:
     """A key table read in a thread, as the real store is, taking `delay` seconds to answer."""
 
     def __init__(self, delay: float = 0.05, fail: bool = False) -> None:
-        self.keys: dict[str, str] = {}
+        self.keys: dict[str, dict[str, str]] = {}
         self.delay = delay
         self.fail = fail
         self.loads = 0
         self.loading = threading.Event()
 
-    def load(self) -> Mapping[str, str]:
+    def load(self) -> Mapping[str, Mapping[str, str]]:
         self.loads += 1
         snapshot = dict(self.keys)  # the query sees the table as it is when the load begins
         self.loading.set()
@@ -39,12 +39,13 @@ class SlowStore:
         return snapshot
 
     def add(self, key: str) -> None:
-        self.keys[hash_key(key)] = f"id-{key}"
+        self.keys[hash_key(key)] = {"id": f"id-{key}"}
 
 
 async def burst(cache: KeyCache, key: str, count: int) -> list[str | BaseException]:
     calls = [cache.authenticate(f"Bearer {key}") for _ in range(count)]
-    return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+    return [r if isinstance(r, BaseException) else r.id for r in results]
 
 
 def test_a_burst_on_a_new_key_shares_one_load() -> None:
@@ -103,7 +104,7 @@ def test_a_failed_load_answers_every_waiter() -> None:
             await cache.reload()
         store.fail = False
         await asyncio.sleep(auth.MISS_RELOAD_AFTER)
-        assert await cache.authenticate("Bearer sk-hg-new") == "id-sk-hg-new"
+        assert (await cache.authenticate("Bearer sk-hg-new")).id == "id-sk-hg-new"
 
     asyncio.run(main())
 
@@ -118,7 +119,7 @@ def test_a_cancelled_caller_does_not_cancel_the_shared_load() -> None:
         second = asyncio.create_task(cache.authenticate("Bearer sk-hg-new"))
         await asyncio.sleep(0)
         first.cancel()
-        assert await second == "id-sk-hg-new"
+        assert (await second).id == "id-sk-hg-new"
         assert store.loads == 1
 
     asyncio.run(main())

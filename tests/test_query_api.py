@@ -300,7 +300,7 @@ def test_store_failures_are_enveloped_without_a_stack_trace(caplog: pytest.LogCa
         def get_request(self, request_id: str) -> Any:
             raise StoreUnavailable("sqlite: database is locked")
 
-    app = api_app(BrokenStore(), KeyCache(lambda: {hash_key("sk-hg-test"): "key_t"}))  # type: ignore[arg-type]
+    app = api_app(BrokenStore(), KeyCache(lambda: {hash_key("sk-hg-test"): {"id": "key_t"}}))  # type: ignore[arg-type]
     with TestClient(app, raise_server_exceptions=False) as client:
         headers = {"Authorization": "Bearer sk-hg-test"}
         r = client.post("/v1/request/query", json={}, headers=headers)

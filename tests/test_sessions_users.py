@@ -164,7 +164,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     store.migrate()
     store.insert_requests(session_rows() + user_rows(200) + [
         make_row(f"f{n}", props={"feature": "search" if n == 2 else "chat"}) for n in range(3)])
-    with TestClient(api_app(store, KeyCache(lambda: {hash_key(KEY): "key_t"})), raise_server_exceptions=False) as c:
+    with TestClient(api_app(store, KeyCache(lambda: {hash_key(KEY): {"id": "key_t"}})), raise_server_exceptions=False) as c:
         c.headers["Authorization"] = f"Bearer {KEY}"
         yield c
     store.close()

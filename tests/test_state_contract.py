@@ -445,7 +445,8 @@ def test_redis_that_never_answers_fails_open_fast() -> None:
             assert time.monotonic() - started < bound
             started = time.monotonic()
             headers: list[tuple[bytes, bytes]] = []
-            assert await limiting.check(state.limiter, {"helicone-ratelimit-policy": "10;w=60"}, body, headers) is None
+            assert await limiting.check(state.limiter, "default", {"helicone-ratelimit-policy": "10;w=60"}, body,
+                                        headers) is None
             assert time.monotonic() - started < bound and headers == []
         finally:
             await state.close()

@@ -41,7 +41,7 @@ def make_row(request_id: str, **fields: Any) -> dict[str, Any]:
         "reasoning_tokens": 0, "cost": 0.001, "pricing_status": "priced", "latency_ms": 100.0, "ttft_ms": None,
         "gateway_overhead_ms": 0.4, "streamed": False, "partial": False, "error": None, "cache_enabled": False,
         "cache_reference_id": None, "prompt_id": None, "prompt_version": None, "attempts": "[]",
-        "fallback_index": None, "request_body": zlib.compress(b'{"model": "gpt-4o"}'),
+        "fallback_index": None, "project_id": "default", "request_body": zlib.compress(b'{"model": "gpt-4o"}'),
         "response_body": zlib.compress(b'{"id": "chatcmpl-1"}'),
     }
     row.update(fields)
@@ -131,12 +131,14 @@ def test_text_with_nul_characters_is_stored(store: Store) -> None:
 
 def test_keys_create_list_revoke_active(store: Store) -> None:
     store.create_key("key_a", "alpha", "hash-a", "sk-hg-aaa")
-    store.create_key("key_b", "beta", "hash-b", "sk-hg-bbb")
+    store.create_key("key_b", "beta", "hash-b", "sk-hg-bbb", scope="read", expires_at=T0)
     assert [k["name"] for k in store.list_keys()] == ["alpha", "beta"]
-    assert store.active_keys() == {"hash-a": "key_a", "hash-b": "key_b"}
+    assert store.active_keys() == {
+        "hash-a": {"id": "key_a", "name": "alpha", "project_id": "default", "scope": "proxy", "expires_at": None},
+        "hash-b": {"id": "key_b", "name": "beta", "project_id": "default", "scope": "read", "expires_at": T0}}
     assert store.revoke_key("alpha") == 1
     assert store.revoke_key("key_a") == 0
-    assert store.active_keys() == {"hash-b": "key_b"}
+    assert list(store.active_keys()) == ["hash-b"]
     revoked = {k["name"]: k["revoked_at"] for k in store.list_keys()}
     assert revoked["alpha"] is not None and revoked["beta"] is None
 

@@ -1,4 +1,12 @@
-"""Helicone-Auth keys: `sk-hg-…`, known to the proxy by their SHA-256 only."""
+"""Helicone-Auth keys: `sk-hg-…`, known to the gateway by their SHA-256 only.
+
+A key belongs to one project and has a scope; each scope includes the ones before it:
+
+    proxy   send traffic through the gateway, and the write-only logging routes of /api
+            (async log, feedback, score, property) for its own project
+    read    proxy, plus every read route of /api (and the dashboard)
+    admin   read, plus keys, projects, budgets, provider keys, erasure and retention
+"""
 
 from __future__ import annotations
 
@@ -7,12 +15,42 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from .errors import AuthError
+from .errors import AuthError, Forbidden
 
 KEY_PREFIX = "sk-hg-"
 RELOAD_EVERY = 5.0          # revoked keys stop working within this many seconds
 MISS_RELOAD_AFTER = 1.0     # an unknown key triggers a reload at most this often
+
+
+SCOPES = ("proxy", "read", "admin")
+DEFAULT_PROJECT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    project_id: str = DEFAULT_PROJECT
+    scope: str = "admin"
+    expires_at: int | None = None       # epoch ms
+    name: str = ""
+
+    def allows(self, scope: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+
+    def require(self, scope: str) -> None:
+        if not self.allows(scope):
+            raise Forbidden(f"This key's scope is '{self.scope}'; this needs a key of scope '{scope}'"
+                            f"{' or admin' if scope == 'read' else ''} ('heliograph keys create --scope {scope}').")
+
+
+def key_info(row: Mapping[str, Any]) -> KeyInfo:
+    """A KeyInfo from a `keys` row (the store's active_keys values)."""
+    return KeyInfo(row["id"], row.get("project_id") or DEFAULT_PROJECT, row.get("scope") or "admin",
+                   row.get("expires_at"), row.get("name") or "")
 
 
 def hash_key(key: str) -> str:
@@ -28,9 +66,9 @@ class KeyCache:
     MISS_RELOAD_AFTER seconds.
     """
 
-    def __init__(self, load: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(self, load: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
         self._load = load
-        self._keys: Mapping[str, str] = {}
+        self._keys: Mapping[str, KeyInfo] = {}
         self._loads = 0                                 # loads begun, the one in flight included
         self._loading: asyncio.Task[None] | None = None
         self._miss_reload_at = -math.inf
@@ -49,11 +87,14 @@ class KeyCache:
 
     async def _run(self) -> None:
         try:
-            self._keys = await asyncio.to_thread(self._load)
+            self._keys = await asyncio.to_thread(self._load_keys)
         finally:
             self._loading = None    # before the callers wake, so they see this load as finished
 
-    async def _look_again(self, digest: str) -> str | None:
+    def _load_keys(self) -> dict[str, KeyInfo]:
+        return {digest: key_info(row) for digest, row in self._load().items()}
+
+    async def _look_again(self, digest: str) -> KeyInfo | None:
         """After a miss: the key id once a load begun after this request arrived has finished.
 
         Joining a load already in flight costs the store nothing; if that load began before this
@@ -75,9 +116,9 @@ class KeyCache:
                 await asyncio.shield(loading)
             except Exception:  # the store may be locked or down; judge by the keys we have
                 pass
-            key_id = self._keys.get(digest)
-            if key_id is not None or number > arrived:
-                return key_id
+            found = self._keys.get(digest)
+            if found is not None or number > arrived:
+                return found
 
     async def run_reloads(self) -> None:
         while True:
@@ -87,18 +128,21 @@ class KeyCache:
             except Exception:  # the store may be locked or down; keep the keys we have
                 pass
 
-    async def authenticate(self, header: str | None) -> str:
+    async def authenticate(self, header: str | None) -> KeyInfo:
         if not header:
             raise AuthError("Missing Helicone-Auth header. Send 'Helicone-Auth: Bearer <key>' "
                             "with a key from 'heliograph keys create'.")
-        scheme, _, key = header.strip().partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+        scheme, _, secret = header.strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
             raise AuthError("Helicone-Auth must be 'Bearer <key>'.")
-        digest = hash_key(key)
-        key_id = self._keys.get(digest)
-        if key_id is None:
-            key_id = await self._look_again(digest)  # perhaps created since the last load
-        if key_id is None:
+        digest = hash_key(secret)
+        key = self._keys.get(digest)
+        if key is None:
+            key = await self._look_again(digest)  # perhaps created since the last load
+        if key is None:
             raise AuthError("Invalid Helicone-Auth key: it is unknown or has been revoked.")
-        return key_id
+        if key.expires_at is not None and time.time() * 1000 >= key.expires_at:
+            expired = datetime.fromtimestamp(key.expires_at / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+            raise AuthError(f"This Heliograph key expired on {expired}; create a new one with 'heliograph keys create'.")
+        return key

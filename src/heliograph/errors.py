@@ -2,6 +2,7 @@
 
     GatewayError                      status + message + OpenAI-style type/code
     ├── AuthError (401)               missing, malformed, unknown or revoked Helicone key
+    ├── Forbidden (403)               the key's scope is too small for this; the message names the scope needed
     ├── BadRequest (400)              bad Helicone-* header, refused gateway target, unknown route
     ├── NotFound (404)                no provider under this path
     ├── RequestTimeout (408)          the client stopped sending its request; the connection is closed
@@ -47,6 +48,13 @@ class AuthError(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    openai_type = "invalid_request_error"
+    anthropic_type = "permission_error"
+    code = "insufficient_scope"
 
 
 class BadRequest(GatewayError):

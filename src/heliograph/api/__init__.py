@@ -53,7 +53,8 @@ def authenticated(keys: KeyCache, handler: Handler) -> Handler:
     async def wrapper(request: Request) -> Response:
         header = request.headers.get("authorization") or request.headers.get("helicone-auth")
         try:
-            request.state.key_id = await keys.authenticate(header)
+            key = await keys.authenticate(header)
+            request.state.key, request.state.key_id = key, key.id
         except AuthError:
             return envelope(error="Unauthorized: send 'Authorization: Bearer <key>' with a key from "
                                   "'heliograph keys create'.", status=401)

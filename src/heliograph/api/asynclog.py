@@ -222,6 +222,7 @@ def async_log_routes(keys: KeyCache, submit: Submit | None, ids: RequestIds | No
             record = parse_log(body, provider, request.state.key_id)
             # A reused Helicone-Request-Id gets a fresh id: the call is never dropped as a duplicate.
             record.id = await (ids or RequestIds()).claim(record.id)
+            record.project_id = request.state.key.project_id
             submit(record)      # put_nowait (or the journal): never waits for the store
             response = envelope({"request_id": record.id})
             response.headers["helicone-id"] = record.id

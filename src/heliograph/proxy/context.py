@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..auth import KeyInfo
 from ..errors import GatewayError
 from ..recording.record import RawRecord
 
@@ -39,6 +40,7 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     family: str = "openai"              # the client's API family: the shape of its errors
     request_id: str = ""
+    key: KeyInfo | None = None          # who is calling: its project scopes the record, limits, budgets
     path: str = ""                      # without a key in it
     query: str = ""                     # "?…" or ""
     forward: list[Header] = field(default_factory=list)        # request headers for the upstream

@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..state import State
 from . import caching, limiting, routes
 from . import forward as forward_
-from ..auth import KEY_PREFIX, KeyCache
+from ..auth import DEFAULT_PROJECT, KEY_PREFIX, KeyCache, KeyInfo
 from .metrics import ProxyMetrics
 from .context import Call, Receive, Scope, Send
 from .relay import relay
@@ -36,6 +36,8 @@ CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"api-key")
 # Encodings the recorder can undo to read usage; others are not offered upstream.
 ACCEPTED_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
 USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
+# allow_unauthenticated on loopback: calls without Helicone-Auth go to the default project.
+ANONYMOUS = KeyInfo("", DEFAULT_PROJECT, "proxy")
 
 
 @dataclass(slots=True)
@@ -114,10 +116,10 @@ class Proxy:
         scope = call.scope
         call.forward, call.helicone, call.path = _split_headers(scope["headers"], scope["path"])
         call.family = _family_hint(call.path)
-        key_id = None
+        key = ANONYMOUS
         try:
             if self.require_auth or "helicone-auth" in call.helicone:
-                key_id = await self.keys.authenticate(call.helicone.get("helicone-auth"))
+                key = await self.keys.authenticate(call.helicone.get("helicone-auth"))
         except GatewayError as exc:
             call.request_id = new_request_id()  # for the client's logs; nothing is recorded
             await call.error(exc)
@@ -127,8 +129,9 @@ class Proxy:
         call.request_id = await self.ids.claim(call.helicone.get("helicone-request-id"))
         call.record = RawRecord(
             id=call.request_id, created_at=time.time(), provider=_provider_hint(call.path), family=call.family,
-            method=scope["method"], path=redact_url(call.path + call.query), target_url="", key_id=key_id,
-            helicone=call.helicone, request_body=b"")
+            method=scope["method"], path=redact_url(call.path + call.query), target_url="", key_id=key.id or None,
+            helicone=call.helicone, request_body=b"", project_id=key.project_id)
+        call.key = key
         return True
 
     async def _prepare(self, call: Call) -> None:
@@ -171,7 +174,9 @@ class Proxy:
 
     async def _limit(self, call: Call) -> None:
         if "helicone-ratelimit-policy" in call.helicone:
-            call.limit_plan = await limiting.check(self.state.limiter, call.helicone, call.body, call.headers)
+            assert call.key is not None
+            call.limit_plan = await limiting.check(self.state.limiter, call.key.project_id, call.helicone, call.body,
+                                                   call.headers)
 
     async def _forward(self, call: Call) -> None:
         """Call upstream (retries, fallbacks) and relay the answer."""

@@ -23,7 +23,6 @@ from ..usage import extract_usage
 
 log = logging.getLogger("heliograph.ratelimit")
 
-ORGANISATION = "org"  # one organisation per deployment: keys share the global and per-user buckets
 PROPERTY_PREFIX = "helicone-property-"
 
 
@@ -53,9 +52,12 @@ def user_of(helicone: Mapping[str, str], body: bytes) -> str | None:
     return user
 
 
-async def check(limiter: RateLimiter, helicone: Mapping[str, str], body: bytes,
+async def check(limiter: RateLimiter, project: str, helicone: Mapping[str, str], body: bytes,
                 headers_out: list[tuple[bytes, bytes]]) -> LimitPlan | None:
-    """Take from the bucket; raise RateLimited when it is empty. Adds the response headers."""
+    """Take from the bucket; raise RateLimited when it is empty. Adds the response headers.
+
+    Buckets belong to the key's project (Helicone's organisation): `u=org` or no segment is one
+    bucket per project, and projects never share a per-user or per-property bucket."""
     parsed = parse_policy(helicone.get("helicone-ratelimit-policy"))
     if parsed is None:
         return None
@@ -63,7 +65,7 @@ async def check(limiter: RateLimiter, helicone: Mapping[str, str], body: bytes,
         headers_out.append((b"helicone-ratelimit-ignored", parsed.encode()))
         return None
     properties = {k[len(PROPERTY_PREFIX):]: v for k, v in helicone.items() if k.startswith(PROPERTY_PREFIX)}
-    plan = LimitPlan(parsed, bucket_id(parsed, ORGANISATION, user_of(helicone, body), properties))
+    plan = LimitPlan(parsed, bucket_id(parsed, project, user_of(helicone, body), properties))
     if plan.bucket is not None:
         cost = 1.0 if parsed.unit == "request" else 0.0
         try:

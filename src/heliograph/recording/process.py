@@ -131,6 +131,7 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
         "prompt_version": None,
         "attempts": orjson.dumps(raw.attempts).decode(),
         "fallback_index": raw.fallback_index,
+        "project_id": raw.project_id,
         # Level 1: the recorder shares the core with the event loop; on 1-4 KB JSON bodies
         # level 6 cost ~20 % more CPU for bodies under 1 % smaller.
         "request_body": zlib.compress(stored_request, 1),

@@ -80,6 +80,7 @@ class RawRecord:
     cache_hit: bool = False
     cache_reference_id: str | None = None
     cost_override: float | None = None  # USD the caller stated (async logging's providerResponse.cost)
+    project_id: str = "default"         # the key's project: every record belongs to one
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -24,6 +24,7 @@ REQUEST_COLUMNS = (
     "prompt_cache_write_tokens", "reasoning_tokens", "cost", "pricing_status",
     "latency_ms", "ttft_ms", "gateway_overhead_ms", "streamed", "partial", "error",
     "cache_enabled", "cache_reference_id", "prompt_id", "prompt_version", "attempts", "fallback_index",
+    "project_id",
 )
 
 # Stored as 0/1 by SQLite and as booleans by PostgreSQL; the stores hand out bools.
@@ -154,6 +155,21 @@ MIGRATIONS: list[tuple[str, Step]] = [
     # in the provider's non-stream shape (recording/assemble.py). Beside the bodies, so that body
     # retention and erasure drop it with them.
     ("022_request_bodies_response_stream", "ALTER TABLE request_bodies ADD COLUMN response_stream BYTEA"),
+    # Access (issue 9): every key belongs to a project and has a scope; every request belongs to
+    # its key's project. A deployment starts with project `default`; what existed goes there, and
+    # keys that existed become `admin` (they could do everything before: nothing breaks).
+    ("023_projects", """
+        CREATE TABLE projects (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at BIGINT NOT NULL
+        );
+        INSERT INTO projects (id, name, created_at) VALUES ('default', 'default', 0);
+        ALTER TABLE keys ADD COLUMN project_id TEXT NOT NULL DEFAULT 'default';
+        ALTER TABLE keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+        ALTER TABLE keys ADD COLUMN expires_at BIGINT;
+        ALTER TABLE requests ADD COLUMN project_id TEXT NOT NULL DEFAULT 'default';
+        CREATE INDEX requests_project ON requests (project_id, created_at)"""),
 ]
 
 

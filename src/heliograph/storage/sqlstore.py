@@ -156,10 +156,12 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
 
     # -- keys ------------------------------------------------------------------------------------------
 
-    def create_key(self, key_id: str, name: str, key_hash: str, prefix: str) -> None:
+    def create_key(self, key_id: str, name: str, key_hash: str, prefix: str, *, project_id: str = "default",
+                   scope: str = "proxy", expires_at: int | None = None) -> None:
         with self._transaction() as tx:
-            tx.execute(self._q("INSERT INTO keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)"),
-                       (key_id, name, key_hash, prefix, now_ms()))
+            tx.execute(self._q("INSERT INTO keys (id, name, key_hash, prefix, created_at, project_id, scope, expires_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                       (key_id, name, key_hash, prefix, now_ms(), project_id, scope, expires_at))
 
     def list_keys(self) -> list[dict[str, Any]]:
         return self._rows("SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY created_at, id")
@@ -170,8 +172,10 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
                              (now_ms(), id_or_name, id_or_name))
             return int(cur.rowcount)
 
-    def active_keys(self) -> dict[str, str]:
-        return {row["key_hash"]: row["id"] for row in self._rows("SELECT key_hash, id FROM keys WHERE revoked_at IS NULL")}
+    def active_keys(self) -> dict[str, dict[str, Any]]:
+        """Key hash → the key (id, name, project_id, scope, expires_at), for every key not revoked."""
+        rows = self._rows("SELECT key_hash, id, name, project_id, scope, expires_at FROM keys WHERE revoked_at IS NULL")
+        return {row.pop("key_hash"): row for row in rows}
 
     # -- reading ---------------------------------------------------------------------------------------
 
