@@ -208,6 +208,17 @@ class RawClient:
         self.connections.add(conn)
         return conn
 
+    async def open_idle(self, count: int, batch: int = 200) -> None:
+        """Open `count` keep-alive connections now, `batch` at a time (a burst of thousands of
+        connects would overflow the target's listen backlog and measure SYN retries instead)."""
+        loop = asyncio.get_running_loop()
+        while len(self.connections) < count:
+            made = await asyncio.gather(*(loop.create_connection(lambda: _Connection(self), self.host, self.port)
+                                          for _ in range(min(batch, count - len(self.connections)))))
+            for _, conn in made:
+                self.connections.add(conn)
+                self.idle.append(conn)
+
     def release(self, conn: _Connection) -> None:
         while self.waiting:
             future = self.waiting.popleft()
@@ -292,15 +303,20 @@ def _session(connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
 
 
 async def run_open_loop(target: str, url: str, body: bytes, headers: Mapping[str, str], rate: float,
-                        duration: float, watch: tuple[str, ...] = (), vary: bytes | None = None) -> StepResult:
+                        duration: float, watch: tuple[str, ...] = (), vary: bytes | None = None,
+                        connections: int = MAX_CONNECTIONS, preopen: bool = False) -> StepResult:
     """POST `body` to `url` at a fixed `rate` for `duration` seconds; wait for every answer.
 
     `watch`: response headers whose values are counted over the 2xx answers (`headers_seen`);
-    `vary`: a placeholder in `body` replaced by a unique number on every request.
+    `vary`: a placeholder in `body` replaced by a unique number on every request; `connections`:
+    the most open at once (more requests queue in the generator); `preopen`: open them all before
+    the first send, as many clients with warm keep-alive pools would have them.
     """
     result = StepResult(target, rate, duration)
-    client = RawClient(url, body, {**headers, "Content-Type": "application/json"}, MAX_CONNECTIONS, watch, vary)
+    client = RawClient(url, body, {**headers, "Content-Type": "application/json"}, connections, watch, vary)
     last_done = 0.0
+    if preopen:
+        await client.open_idle(connections)
     t0 = _start_time()
 
     async def fire(due: float) -> None:

@@ -41,9 +41,10 @@ NGINX_CONF = """\
 master_process off;
 daemon off;
 worker_processes 1;
+worker_rlimit_nofile 40000;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 16384; }}
 http {{
     access_log off;
     client_body_temp_path {dir}/client_body;

@@ -78,9 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overload-prompt-kb", type=int, default=0,
                         help="pad the overload phase's prompt by this many KB (its max is then measured anew) "
                              "[%(default)s]")
-    parser.add_argument("--overload-burners", type=int, default=2,
-                        help="busy-loop processes sharing Heliograph's core in the overload phase, so that 2x its "
-                             "max stays within what the generator's core can send [%(default)s]")
+    parser.add_argument("--overload-rate", type=float, default=0.0,
+                        help="the overload phase's rate in req/s, instead of --overload x the measured max (the "
+                             "generator sends at most ~5,000 req/s from its core) [%(default)s]")
     parser.add_argument("--overload-limits", default="",
                         help="more max_in_flight values to measure beside unbounded and the default, e.g. 256,1024")
     parser.add_argument("--overload-connections", type=int, default=4000,

@@ -86,8 +86,10 @@ def connection_budget(wanted: int) -> int:
     usable = ceiling if soft == resource.RLIM_INFINITY else soft
     allowed = max(1, (usable - RESERVED_FILES) // 2)
     if wanted and allowed < wanted:
-        log.warning("max_connections lowered from %d to %d: the open-file limit is %d (raise it with ulimit -n "
-                    "or LimitNOFILE=)", wanted, allowed, soft)
+        # A warning only when it matters: a hard limit a little under the default is common.
+        log.log(logging.WARNING if allowed < wanted // 2 else logging.INFO,
+                "max_connections lowered from %d to %d: the open-file limit is %d (raise it with ulimit -n "
+                "or LimitNOFILE=)", wanted, allowed, soft)
     return min(wanted, allowed) if wanted else allowed
 
 
