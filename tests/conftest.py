@@ -80,7 +80,7 @@ def start_gateway(tmp_path: Path, upstream_url: str, *, extra_env: dict[str, str
     env |= extra_env or {}
     key = reuse_key
     if key is None:
-        created = run_cli("keys", "create", "--name", "tests", env=env)
+        created = run_cli("keys", "create", "--name", "tests", "--scope", "admin", env=env)
         assert created.returncode == 0, created.stderr
         key = created.stdout.strip().splitlines()[-1]
     log_path = tmp_path / f"serve-{port}.log"

@@ -106,7 +106,7 @@ def test_demo_traffic_answered_by_another_program_is_a_failure(tmp_path: Path, f
     """The check behind the port move: answers that did not come from our gateway never count."""
     store = open_store(f"sqlite:///{tmp_path / 'demo.db'}")
     store.migrate()
-    key = create_key(store, "demo")
+    key = create_key(store, "demo", scope="admin")
     base = f"http://127.0.0.1:{foreign.server_address[1]}"
     with FakeUpstream() as fake, pytest.raises(DemoFailed) as failed:
         asyncio.run(exercise(base, key, COUNT, fake, store, Settings()))

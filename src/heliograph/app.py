@@ -21,10 +21,10 @@ from starlette.routing import Route
 from .api import api_routes
 from .errors import Overloaded
 from .pricing import parse_overrides
-from .proxy.auth import KeyCache
+from .auth import KeyCache
 from .proxy.handler import Proxy
 from .proxy.metrics import ProxyMetrics
-from .proxy.relay import Receive, Scope, Send
+from .proxy.context import Receive, Scope, Send
 from .recording.ids import RequestIds, new_request_id
 from .recording.journal import Journal
 from .recording.recorder import Recorder

@@ -30,6 +30,10 @@ SCOPES = ("proxy", "read", "admin")
 DEFAULT_PROJECT = "default"
 
 
+class KeyExpired(AuthError):
+    """A key past its expiry: refused like an unknown one, with a message that says so."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     id: str
@@ -144,5 +148,5 @@ class KeyCache:
             raise AuthError("Invalid Helicone-Auth key: it is unknown or has been revoked.")
         if key.expires_at is not None and time.time() * 1000 >= key.expires_at:
             expired = datetime.fromtimestamp(key.expires_at / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-            raise AuthError(f"This Heliograph key expired on {expired}; create a new one with 'heliograph keys create'.")
+            raise KeyExpired(f"This Heliograph key expired on {expired}; create a new one with 'heliograph keys create'.")
         return key

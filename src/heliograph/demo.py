@@ -100,7 +100,7 @@ def run_demo(settings: Settings, count: int, exit_after: bool) -> None:
     outcome: list[DemoFailed | None] = []
     try:
         store.migrate()
-        key = create_key(store, f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+        key = create_key(store, f"demo-{time.strftime('%Y%m%d-%H%M%S')}", scope="admin")
         server = uvicorn.Server(uvicorn.Config(
             create_app(settings), loop="uvloop", http="httptools", lifespan="on", access_log=False,
             log_level="warning", timeout_graceful_shutdown=graceful_seconds(settings),

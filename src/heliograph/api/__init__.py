@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ..errors import AuthError
-from ..auth import KeyCache
+from ..auth import KeyCache, KeyExpired
 from ..recording.ids import RequestIds
 from ..recording.record import RawRecord
 from ..storage import FilterError, Store, StoreUnavailable
@@ -49,16 +49,25 @@ def envelope(data: Any = None, error: str | None = None, status: int = 200) -> R
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def authenticated(keys: KeyCache, handler: Handler) -> Handler:
+def authenticated(keys: KeyCache, handler: Handler, *, scope: str) -> Handler:
+    """`handler` for keys of `scope` or wider (auth.py); the key is `request.state.key`, and
+    everything the handler reads or changes is the key's project's."""
     async def wrapper(request: Request) -> Response:
         header = request.headers.get("authorization") or request.headers.get("helicone-auth")
         try:
             key = await keys.authenticate(header)
-            request.state.key, request.state.key_id = key, key.id
+        except KeyExpired as exc:
+            return envelope(error=f"Unauthorized: {exc.message}", status=401)
         except AuthError:
             return envelope(error="Unauthorized: send 'Authorization: Bearer <key>' with a key from "
                                   "'heliograph keys create'.", status=401)
+        if not key.allows(scope):
+            return envelope(error=f"Forbidden: this route needs a key of scope '{scope}'"
+                                  f"{' or admin' if scope == 'read' else ''}; this key's scope is "
+                                  f"'{key.scope}'.", status=403)
+        request.state.key, request.state.key_id = key, key.id
         return await handler(request)
+    wrapper.scope = scope  # type: ignore[attr-defined]   # read by the OpenAPI document
     return wrapper
 
 
@@ -106,16 +115,21 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None,
             ids: RequestIds | None = None) -> Starlette:
     """`submit`: the recorder's, for async logging (without it those routes answer 503)."""
+    from .access import access_routes
     from .analytics import analytics_routes
     from .asynclog import async_log_routes
     from .erasure import erasure_routes
-    from .openapi import openapi_route
+    from .openapi import document_scopes, openapi_route
     from .requests import request_routes
     from .sessions import session_routes
 
-    routes: list[BaseRoute] = [*request_routes(store, keys), openapi_route()]
+    routes: list[BaseRoute] = [*request_routes(store, keys)]
     routes += [*async_log_routes(keys, submit, ids), *erasure_routes(store, keys)]
-    routes += [*analytics_routes(store, keys), *session_routes(store, keys)]
+    routes += [*analytics_routes(store, keys), *session_routes(store, keys), *access_routes(store, keys)]
+    document_scopes([(PREFIX + _CONVERTER.sub("}", route.path), method, route.endpoint.scope)
+                     for route in routes if isinstance(route, Route) and hasattr(route.endpoint, "scope")
+                     for method in route.methods or () if method != "HEAD"])
+    routes.append(openapi_route())
     return Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, FilterError: _filter_error, StoreUnavailable: _unavailable,
         HTTPException: _http_error, Exception: _internal_error})

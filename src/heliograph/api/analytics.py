@@ -137,7 +137,7 @@ def analytics_routes(store: Store, keys: KeyCache) -> list[Route]:
         return envelope(await asyncio.to_thread(store.property_values, key, start, end, limit))
 
     def route(path: str, handler: Callable[[Request], Any], method: str) -> Route:
-        return Route(path, authenticated(keys, handler), methods=[method])
+        return Route(path, authenticated(keys, handler, scope="read"), methods=[method])
 
     return [
         route("/v1/analytics/query", analytics, "POST"),

@@ -229,5 +229,5 @@ def async_log_routes(keys: KeyCache, submit: Submit | None, ids: RequestIds | No
             return response
         return log
 
-    return [Route(path, authenticated(keys, handler(provider)), methods=["POST"])
+    return [Route(path, authenticated(keys, handler(provider), scope="proxy"), methods=["POST"])
             for path, provider in ROUTES.items()]

@@ -32,4 +32,4 @@ def erasure_routes(store: Store, keys: KeyCache) -> list[Route]:
                          "total": sum(erasure.deleted.values())})
 
     # `:path` so that ids with a slash in them ("tenant/42") can be erased too.
-    return [Route("/v1/user/{user_id:path}", authenticated(keys, erase), methods=["DELETE"])]
+    return [Route("/v1/user/{user_id:path}", authenticated(keys, erase, scope="admin"), methods=["DELETE"])]

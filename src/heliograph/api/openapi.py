@@ -34,7 +34,8 @@ def _ok(schema: dict[str, Any], description: str, status: str = "200") -> dict[s
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    text = {"400": "Bad input; `error` names the bad part.", "401": "Missing or unknown key.",
+    text = {"400": "Bad input; `error` names the bad part.", "401": "Missing, unknown or expired key.",
+            "403": "The key's scope is too small; `error` names the scope needed.",
             "404": "No such request (after waiting briefly for the recorder).",
             "503": "The store is unavailable."}
     return {s: {"description": text[s], "content": {JSON: {"schema": ref("Error")}}} for s in statuses}
@@ -213,6 +214,32 @@ PATHS: dict[str, Any] = {
                        "endTime": {"seconds": 1735689601, "milliseconds": 250}}}),
         "responses": {**_ok({"type": "object", "properties": {"request_id": {"type": "string"}}}, "Accepted for recording."),
                       **_errors("400", "401", "503")}}} for path, provider in ASYNC_LOG_ROUTES.items()},
+    "/api/v1/keys": {
+        "post": {"summary": "Create a key in this key's project; the key is shown once, in `key`.",
+                 "security": SECURITY,
+                 "requestBody": _body({"type": "object", "required": ["name"], "properties": {
+                     "name": {"type": "string"}, "scope": {"enum": ["proxy", "read", "admin"], "default": "proxy"},
+                     "expires": {"type": "string", "description": "30d, 12h, 2w or an ISO date; absent: never"}}},
+                     {"name": "billing-service", "scope": "proxy", "expires": "90d"}),
+                 "responses": {**_ok(ref("NewKey"), "The key, shown this once.", "201"), **_errors("400", "401", "403")}},
+        "get": {"summary": "This project's keys (never their secrets).", "security": SECURITY,
+                "responses": {**_ok({"type": "array", "items": ref("Key")}, "Keys, oldest first."),
+                              **_errors("401", "403")}}},
+    "/api/v1/keys/{key_id}": {"delete": {
+        "summary": "Revoke a key of this project (refused by every gateway within 5 s).", "security": SECURITY,
+        "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {**_ok({"type": "object"}, "Revoked."), **_errors("401", "403", "404")}}},
+    "/api/v1/projects": {
+        "post": {"summary": "Create a project; answers it with its first admin key, shown once.",
+                 "security": SECURITY,
+                 "requestBody": _body({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+                                      {"name": "search"}),
+                 "responses": {**_ok({"type": "object", "properties": {
+                     "id": {"type": "string"}, "name": {"type": "string"}, "admin_key": ref("NewKey")}},
+                     "The project.", "201"), **_errors("400", "401", "403")}},
+        "get": {"summary": "This key's project.", "security": SECURITY,
+                "responses": {**_ok({"type": "array", "items": {"type": "object"}}, "The project."),
+                              **_errors("401", "403")}}},
     "/api/v1/user/{user_id}": {"delete": {
         "summary": "Erase everything recorded about one user id (GDPR): requests, bodies, properties, "
                    "scores, per-user rollups. Audited under a keyed hash of the id.",
@@ -225,6 +252,13 @@ PATHS: dict[str, Any] = {
         "summary": "This document.",
         "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}}},
 }
+
+_KEY_FIELDS = {"id": {"type": "string"}, "name": {"type": "string"}, "scope": {"enum": ["proxy", "read", "admin"]},
+               "project_id": {"type": "string"}, "expires_at": {"type": ["string", "null"], "format": "date-time"}}
+SCHEMAS["Key"] = {"type": "object", "properties": {
+    **_KEY_FIELDS, "prefix": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+    "revoked_at": {"type": ["string", "null"], "format": "date-time"}}}
+SCHEMAS["NewKey"] = {"type": "object", "properties": {**_KEY_FIELDS, "key": {"type": "string"}}}
 
 # Analytics, sessions, users and properties are documented beside their handlers.
 PATHS.update(ANALYTICS_PATHS)
@@ -240,6 +274,14 @@ OPENAPI: dict[str, Any] = {
                    "schemas": SCHEMAS},
     "paths": PATHS,
 }
+
+
+def document_scopes(routes: list[tuple[str, str, str]]) -> None:
+    """Each operation says the key scope it needs (`x-scope`), from the routes as mounted."""
+    for path, method, scope in routes:
+        operation = PATHS.get(path, {}).get(method.lower())
+        if operation is not None:
+            operation["x-scope"] = scope
 
 
 def openapi_route() -> Route:

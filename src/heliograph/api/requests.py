@@ -178,13 +178,14 @@ def request_routes(store: Store, keys: KeyCache) -> list[Route]:
         request_id = _request_id(request)
         return await _update(store.set_properties, request_id, parse_properties(await json_object(request)))
 
-    def route(path: str, handler: Callable[[Request], Any], method: str) -> Route:
-        return Route(path, authenticated(keys, handler), methods=[method])
+    def route(path: str, handler: Callable[[Request], Any], method: str, scope: str = "read") -> Route:
+        return Route(path, authenticated(keys, handler, scope=scope), methods=[method])
 
     return [
         route("/v1/request/query", query, "POST"),
         route("/v1/request/{request_id}", get_one, "GET"),
-        route("/v1/request/{request_id}/feedback", feedback, "POST"),
-        route("/v1/request/{request_id}/score", score, "POST"),
-        route("/v1/request/{request_id}/property", property_, "PUT"),
+        # Write-only logging routes: an application's own `proxy` key may use them.
+        route("/v1/request/{request_id}/feedback", feedback, "POST", scope="proxy"),
+        route("/v1/request/{request_id}/score", score, "POST", scope="proxy"),
+        route("/v1/request/{request_id}/property", property_, "PUT", scope="proxy"),
     ]

@@ -111,7 +111,7 @@ def session_routes(store: Store, keys: KeyCache) -> list[Route]:
         return envelope([_with_iso(row, _USER_TIMES) for row in rows])
 
     def route(path: str, handler: Callable[[Request], Any], method: str) -> Route:
-        return Route(path, authenticated(keys, handler), methods=[method])
+        return Route(path, authenticated(keys, handler, scope="read"), methods=[method])
 
     return [
         route("/v1/session/query", sessions, "POST"),

@@ -90,13 +90,26 @@ def _store(ctx: click.Context, db_url: str | None) -> Any:
 
 @keys.command("create")
 @click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option("--project", help="The project (id or name) the key belongs to [default].")
+@click.option("--scope", type=click.Choice(["proxy", "read", "admin"]), default="proxy", show_default=True,
+              help="proxy: send traffic and log; read: also read every /api route; admin: also manage keys, "
+                   "projects, budgets, provider keys and erasure.")
+@click.option("--expires", help="When the key stops working: 30d, 12h, 2w, or an ISO date [never].")
 @click.option("--db", "db_url", help="Database URL.")
 @click.pass_context
-def keys_create(ctx: click.Context, name: str, db_url: str | None) -> None:
+def keys_create(ctx: click.Context, name: str, project: str | None, scope: str, expires: str | None,
+                db_url: str | None) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
-    from ..keys import create_key
-    new = create_key(_store(ctx, db_url), name)
-    click.echo(f"Created key {new.id} ({new.name}). It is shown only once; send it as 'Helicone-Auth: Bearer <key>':", err=False)
+    from ..keys import AccessError, create_key
+    store = _store(ctx, db_url)
+    try:
+        new = create_key(store, name, project=project, scope=scope, expires=expires)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    until = f", expires {_when(new.expires_at)}" if new.expires_at else ""
+    click.echo(f"Created {new.scope} key {new.id} ({new.name}) in project {new.project_id}{until}, in "
+               f"{_settings(ctx, db_url=db_url).db_url}.")
+    click.echo("It is shown only once; send it as 'Helicone-Auth: Bearer <key>':")
     click.echo(new.key)
 
 
@@ -114,7 +127,10 @@ def keys_list(ctx: click.Context, db_url: str | None, as_json: bool) -> None:
         click.echo("No keys. Create one with: heliograph keys create --name my-app")
     for row in rows:
         state = "revoked " + _when(row["revoked_at"]) if row["revoked_at"] else "active"
-        click.echo(f"{row['id']}  {row['name']:<20} {row['prefix']}…  created {_when(row['created_at'])}  {state}")
+        if not row["revoked_at"] and row["expires_at"]:
+            state = f"expires {_when(row['expires_at'])}"
+        click.echo(f"{row['id']}  {row['name']:<20} {row['prefix']}…  {row['scope']:<5}  project {row['project_id']}"
+                   f"  created {_when(row['created_at'])}  {state}")
 
 
 @keys.command("revoke")
@@ -126,6 +142,54 @@ def keys_revoke(ctx: click.Context, key: str, db_url: str | None) -> None:
     if _store(ctx, db_url).revoke_key(key) == 0:
         raise click.ClickException(f"no active key with id or name {key!r}")
     click.echo(f"Revoked {key}.")
+
+
+@main.group()
+def projects() -> None:
+    """Projects: every key, record and budget belongs to one; `default` exists from the start."""
+
+
+@projects.command("create")
+@click.argument("name")
+@click.option("--db", "db_url", help="Database URL.")
+@click.pass_context
+def projects_create(ctx: click.Context, name: str, db_url: str | None) -> None:
+    """Create a project; then give it keys with 'heliograph keys create --project NAME'."""
+    from ..keys import AccessError, create_project
+    try:
+        project_id = create_project(_store(ctx, db_url), name)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created project {name} ({project_id}). Next: heliograph keys create --name my-app --project '{name}'")
+
+
+@projects.command("list")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def projects_list(ctx: click.Context, db_url: str | None, as_json: bool) -> None:
+    """List projects."""
+    rows = _store(ctx, db_url).list_projects()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(f"{row['id']:<18} {row['name']}")
+
+
+@projects.command("rename")
+@click.argument("project")
+@click.argument("new_name")
+@click.option("--db", "db_url", help="Database URL.")
+@click.pass_context
+def projects_rename(ctx: click.Context, project: str, new_name: str, db_url: str | None) -> None:
+    """Rename a project (by id or name); its id, keys and data stay."""
+    from ..keys import AccessError, rename_project
+    try:
+        project_id = rename_project(_store(ctx, db_url), project, new_name)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Project {project_id} is now called {new_name}.")
 
 
 @main.command()

@@ -163,14 +163,33 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries):
                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                        (key_id, name, key_hash, prefix, now_ms(), project_id, scope, expires_at))
 
-    def list_keys(self) -> list[dict[str, Any]]:
-        return self._rows("SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY created_at, id")
+    def list_keys(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """Keys (never their hashes), of one project or of all."""
+        where, params = ("WHERE project_id = ? ", (project,)) if project is not None else ("", ())
+        return self._rows(self._q("SELECT id, name, prefix, project_id, scope, created_at, expires_at, revoked_at "
+                                  f"FROM keys {where}ORDER BY created_at, id"), params)
 
-    def revoke_key(self, id_or_name: str) -> int:
+    def revoke_key(self, id_or_name: str, *, project: str | None = None) -> int:
+        """Revoke by id or name (within `project` when given); how many keys were revoked."""
+        scoped = " AND project_id = ?" if project is not None else ""
         with self._transaction() as tx:
-            cur = tx.execute(self._q("UPDATE keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL"),
-                             (now_ms(), id_or_name, id_or_name))
+            cur = tx.execute(self._q("UPDATE keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL"
+                                     + scoped),
+                             (now_ms(), id_or_name, id_or_name, *((project,) if project is not None else ())))
             return int(cur.rowcount)
+
+    # -- projects ----------------------------------------------------------------------------------
+
+    def create_project(self, project_id: str, name: str) -> None:
+        with self._transaction() as tx:
+            tx.execute(self._q("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)"), (project_id, name, now_ms()))
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT id, name, created_at FROM projects ORDER BY created_at, id")
+
+    def rename_project(self, project_id: str, name: str) -> None:
+        with self._transaction() as tx:
+            tx.execute(self._q("UPDATE projects SET name = ? WHERE id = ?"), (name, project_id))
 
     def active_keys(self) -> dict[str, dict[str, Any]]:
         """Key hash → the key (id, name, project_id, scope, expires_at), for every key not revoked."""
