@@ -74,8 +74,8 @@ def assert_same(rolled: dict[str, Any], exact: dict[str, Any], where: str) -> No
 
 
 def both_paths(store: Store, **query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    rolled = store.analytics(AnalyticsQuery(START, END, **query))
-    exact = store.analytics(AnalyticsQuery(START, END, parse_filter(EVERY_ROW), **query))
+    rolled = store.analytics(AnalyticsQuery(START, END, **query, project="default"))
+    exact = store.analytics(AnalyticsQuery(START, END, parse_filter(EVERY_ROW), **query, project="default"))
     # Per-minute series of what is only rolled up by the hour come from the rows.
     by_hour_only = query["bucket"] == "minute" and query["group_by"] in ("user", "request_name", "property:tier")
     assert rolled["source"] == ("mixed" if by_hour_only else "rollups") and exact["source"] == "requests"
@@ -161,9 +161,9 @@ def test_filters_on_rollup_columns_agree_with_the_rows(store: Store) -> None:
                 {"left": {"request_response_rmt": {"model": {"like": "gpt%"}}}, "operator": "or",
                  "right": {"request_response_rmt": {"provider": {"ilike": "ANTHROPIC"}}}},
                 {"request_response_rmt": {"properties": {"tier": {"equals": "pro"}}}}):
-        rolled = store.analytics(AnalyticsQuery(START, END, parse_filter(raw), "hour", None))
-        exact = store.analytics(AnalyticsQuery(START, END, parse_filter({"left": raw, "operator": "and",
-                                                                         "right": EVERY_ROW}), "hour", None))
+        rolled = store.analytics(AnalyticsQuery(START, END, parse_filter(raw), "hour", None, project="default"))
+        both = parse_filter({"left": raw, "operator": "and", "right": EVERY_ROW})
+        exact = store.analytics(AnalyticsQuery(START, END, both, "hour", None, project="default"))
         assert rolled["source"] == "rollups", raw
         assert_same(rolled["summary"], exact["summary"], str(raw))
         for mine, theirs in zip(rolled["series"], exact["series"], strict=True):
@@ -172,8 +172,8 @@ def test_filters_on_rollup_columns_agree_with_the_rows(store: Store) -> None:
 
 def test_groups_are_limited_to_the_largest(store: Store) -> None:
     store.insert_requests(dataset(600))
-    result = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="model", limit=2))
-    everything = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="model"))
+    result = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="model", limit=2, project="default"))
+    everything = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="model", project="default"))
     assert result["groups_total"] == everything["groups_total"] == 4 and len(result["groups"]) == 2
     assert [g["group"] for g in result["groups"]] == [g["group"] for g in everything["groups"][:2]]
     assert {row["group"] for row in result["series"]} == {g["group"] for g in result["groups"]}
@@ -184,39 +184,44 @@ def test_replayed_and_duplicated_rows_count_once(store: Store) -> None:
     rows = dataset(300)
     store.insert_requests(rows[:200] + rows[:10])
     store.insert_requests(rows[100:])                     # a journal replay overlapping what is stored
-    summary = store.analytics(AnalyticsQuery(T0 - HOUR, T0 + 6 * HOUR, bucket=None))["summary"]
+    summary = store.analytics(AnalyticsQuery(T0 - HOUR, T0 + 6 * HOUR, bucket=None, project="default"))["summary"]
     assert summary["requests"] == store.count_requests() == 300
 
 
 def test_a_property_set_later_moves_between_values(store: Store) -> None:
     store.insert_requests([make_row("p1", props={"Tier": "free"}), make_row("p2", props={"tier": "free"})])
-    assert store.set_properties("p1", {"TIER": "pro", "region": "eu"})
-    assert store.set_properties("p1", {"tier": "pro"})    # unchanged: nothing moves
-    values = {v["value"]: v["requests"] for v in store.property_values("tier", T0 - HOUR, T0 + HOUR)}
+    assert store.set_properties("p1", {"TIER": "pro", "region": "eu"}, project="default")
+    assert store.set_properties("p1", {"tier": "pro"}, project="default")    # unchanged: nothing moves
+    values = {v["value"]: v["requests"]
+              for v in store.property_values("tier", project="default", start=T0 - HOUR, end=T0 + HOUR)}
     assert values == {"free": 1, "pro": 1}
-    assert {k["property"]: k["requests"] for k in store.property_keys()} == {"tier": 2, "region": 1}
+    assert {k["property"]: k["requests"] for k in store.property_keys(project="default")} == {"tier": 2, "region": 1}
 
 
 def test_rows_stored_before_the_rollups_are_backfilled(store: Store) -> None:
     rows = dataset(400)
     store.insert_requests(rows)
-    expected = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="property:tier"))
+    query = AnalyticsQuery(START, END, bucket="hour", group_by="property:tier", project="default")
+    expected = store.analytics(query)
     with store._transaction() as tx:  # type: ignore[attr-defined]
         for table in rollup_tables():
             tx.execute(f"DROP TABLE {table}")
-        tx.execute(store.dialect.sql("DELETE FROM migrations WHERE name IN (?, ?)"), ("010_rollups", "011_rollups_backfill"))
-    assert store.migrate() == ["010_rollups", "011_rollups_backfill"]
+        tx.execute(store.dialect.sql("DELETE FROM migrations WHERE name IN (?, ?, ?)"),
+                   ("010_rollups", "011_rollups_backfill", "024_rollups_by_project"))
+    # 010 makes the tables as they first were, 011 fills them, 024 keys them by project.
+    assert store.migrate() == ["010_rollups", "011_rollups_backfill", "024_rollups_by_project"]
     assert store.migrate() == []
-    assert store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="property:tier")) == expected
+    assert store.analytics(query) == expected
 
 
 def test_huge_raw_reads_fall_back_to_histograms(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from heliograph.storage import analytics
     store.insert_requests(dataset(600))
-    exact = store.analytics(AnalyticsQuery(START, END, parse_filter(EVERY_ROW), bucket="hour", group_by="model"))
+    every_row = AnalyticsQuery(START, END, parse_filter(EVERY_ROW), bucket="hour", group_by="model", project="default")
+    exact = store.analytics(every_row)
     monkeypatch.setattr(analytics, "EXACT_LIMIT", 10)
-    bounded = store.analytics(AnalyticsQuery(START, END, parse_filter(EVERY_ROW), bucket="hour", group_by="model"))
-    rolled = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="model"))
+    bounded = store.analytics(every_row)
+    rolled = store.analytics(AnalyticsQuery(START, END, bucket="hour", group_by="model", project="default"))
     assert bounded["source"] == "requests" and bounded["summary"] == rolled["summary"]
     assert_same(bounded["summary"], exact["summary"], "summary")
     for mine, theirs in zip(bounded["series"], exact["series"], strict=True):
@@ -240,4 +245,5 @@ def test_unrolled_requests_leave_no_trace_in_the_rollups(store: Store) -> None:
         assert_same(rolled["summary"], exact["summary"], f"{group_by} summary")
         assert [(g["group"], g["requests"]) for g in rolled.get("groups", [])] == [
             (g["group"], g["requests"]) for g in exact.get("groups", [])]
-    assert store.property_values("email") == [] and "email" not in {k["property"] for k in store.property_keys()}
+    assert store.property_values("email", project="default") == []
+    assert "email" not in {k["property"] for k in store.property_keys(project="default")}

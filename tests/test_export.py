@@ -47,7 +47,7 @@ def seeded(gateway: Gateway) -> str:
     rows = seeded_rows(run, ROWS)
     for start in range(0, ROWS, 500):
         store.insert_requests(rows[start:start + 500])
-    store.set_scores(f"{run}-00007", {"accuracy": 90})
+    store.set_scores(f"{run}-00007", {"accuracy": 90}, project="default")
     store.close()
     return run
 
@@ -134,7 +134,7 @@ class EndlessStore:
     def __init__(self, count: int) -> None:
         self.count = count
 
-    def iter_requests(self, node: Any = None, *, with_bodies: bool = False,
+    def iter_requests(self, node: Any = None, *, project: str, with_bodies: bool = False,
                       limit: int | None = None) -> Iterator[dict[str, Any]]:
         for i in range(self.count if limit is None else min(limit, self.count)):
             yield {**make_row(f"r-{i:06}", created_at=T0 + i, props={"i": str(i)}), "scores": {}}
@@ -160,9 +160,31 @@ def test_memory_stays_flat_whatever_the_size(fmt: str) -> None:
         sink = CountingSink()
         tracemalloc.start()
         try:
-            assert export(EndlessStore(count), sink, fmt, with_bodies=True) == count  # type: ignore[arg-type]
+            assert export(EndlessStore(count), sink, fmt, project="default",  # type: ignore[arg-type]
+                          with_bodies=True) == count
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
         assert sink.size > count * 300
     assert peaks[1] < peaks[0] * 1.5, peaks
+
+
+def test_export_reads_one_project(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'projects.db'}"
+    store = open_store(url)
+    store.migrate()
+    store.create_project("proj_b", "team-b")
+    store.insert_requests([*(make_row(f"a-{i}", created_at=T0 + i) for i in range(3)),
+                           *(make_row(f"b-{i}", created_at=T0 + i, project_id="proj_b") for i in range(2))])
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")} | {"HELIOGRAPH_DB_URL": url}
+
+    def exported(*args: str) -> list[str]:
+        result = run_cli("requests", "export", *args, env=env)
+        assert result.returncode == 0, result.stderr
+        return [orjson.loads(line)["request_id"] for line in result.stdout.splitlines()]
+
+    assert exported() == exported("--project", "default") == ["a-0", "a-1", "a-2"]
+    assert exported("--project", "team-b") == exported("--project", "proj_b") == ["b-0", "b-1"]
+    unknown = run_cli("requests", "export", "--project", "nope", env=env)
+    assert unknown.returncode == 1 and "no project 'nope'" in unknown.stderr and not unknown.stdout

@@ -101,10 +101,10 @@ def test_body_expiry_keeps_rows_metrics_and_rollups(store: Store) -> None:
     stream = zlib.compress(b"data: [DONE]\n\n")
     store.insert_requests([aged("old", 40, props={"f": "x"}, streamed=True, response_stream=stream),
                            aged("edge", 29.9, streamed=True, response_stream=stream), aged("new", 1)])
-    store.set_scores("old", {"q": 3})
+    store.set_scores("old", {"q": 3}, project="default")
     result = store.prune(body_days=30, metrics_days=0, now_ms=NOW)
     assert result.bodies == 1 and result.deleted == {} and result.complete
-    old = store.get_request("old")
+    old = store.get_request("old", project="default")
     assert old is not None and old["request_body"] is None and old["response_body"] is None
     assert old["response_stream"] is None
     assert old["scores"] == {"q": 3} and old["cost"] == 0.001
@@ -112,11 +112,11 @@ def test_body_expiry_keeps_rows_metrics_and_rollups(store: Store) -> None:
     rendered = render_request(old, raw_stream=True)
     assert rendered["request_body"] is None and rendered["response_body"] is None
     assert rendered["response_stream"] is None
-    edge = store.get_request("edge")
+    edge = store.get_request("edge", project="default")
     assert edge is not None and render_request(edge, raw_stream=True)["response_stream"] == "data: [DONE]\n\n"
     assert rendered["properties"] == {"f": "x"}
     for kept in ("edge", "new"):
-        got = store.get_request(kept)
+        got = store.get_request(kept, project="default")
         assert got is not None and got["request_body"] is not None
     assert rows(store, "SELECT count(*) AS n FROM rollup_test_users")[0]["n"] == 6
     assert store.prune(body_days=30, metrics_days=0, now_ms=NOW).bodies == 0   # idempotent
@@ -128,7 +128,7 @@ def test_metrics_expiry_deletes_rows_and_what_hangs_off_them_but_not_rollups(sto
     execute(store, "CREATE TABLE test_request_notes (request_id TEXT NOT NULL, note TEXT)")
     store.insert_requests([aged(f"old-{i}", 500, props={"k": "v"}) for i in range(5)] + [aged("new", 10)])
     for i in range(5):
-        store.set_scores(f"old-{i}", {"q": i})
+        store.set_scores(f"old-{i}", {"q": i}, project="default")
         execute(store, "INSERT INTO test_request_notes VALUES (?, ?)", (f"old-{i}", "n"))
     execute(store, "INSERT INTO test_request_notes VALUES (?, ?)", ("new", "n"))
     result = store.prune(body_days=30, metrics_days=400, now_ms=NOW, batch=2)
@@ -148,7 +148,7 @@ def test_zero_days_keeps_everything(store: Store) -> None:
     store.insert_requests([aged("ancient", 5000)])
     result = store.prune(body_days=0, metrics_days=0, now_ms=NOW)
     assert result.bodies == 0 and result.deleted == {}
-    got = store.get_request("ancient")
+    got = store.get_request("ancient", project="default")
     assert got is not None and got["request_body"] is not None
 
 
@@ -225,23 +225,23 @@ def test_iter_requests_pages_by_keyset_in_order_with_ties(store: Store) -> None:
 
     def counting_rows(sql: str, params: Any = ()) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = real_rows(sql, params)
-        if "FROM requests r" in sql:
+        if "FROM requests r" in sql and "request_scores" not in sql:     # pages, not their scores
             pages.append(len(found))
         return found
 
     store._rows = counting_rows  # type: ignore[attr-defined]
-    got = list(store.iter_requests(page_size=40))
+    got = list(store.iter_requests(project="default", page_size=40))
     assert [(r["created_at"], r["id"]) for r in got] == sorted((r["created_at"], r["id"]) for r in got)
     assert len({r["id"] for r in got}) == 250
     assert max(pages) == 40 and len(pages) == 7       # memory: one page at a time, never the table
     assert all(isinstance(r["streamed"], bool) and r["scores"] == {} for r in got)
 
     only_u = list(store.iter_requests(parse_filter({"request_response_rmt": {"user_id": {"equals": "u"}}}),
-                                      page_size=30, limit=100))
+                                      page_size=30, limit=100, project="default"))
     assert len(only_u) == 100 and {r["user_id"] for r in only_u} == {"u"}
-    with_bodies = next(store.iter_requests(with_bodies=True, limit=1))
+    with_bodies = next(store.iter_requests(project="default", with_bodies=True, limit=1))
     assert zlib.decompress(with_bodies["request_body"]) == b'{"model": "gpt-4o"}'
-    assert "request_body" not in next(store.iter_requests(limit=1))
+    assert "request_body" not in next(store.iter_requests(project="default", limit=1))
 
 
 # -- erasure ---------------------------------------------------------------------------------------
@@ -257,15 +257,15 @@ def seed_users(store: Store) -> None:
         make_row("b1", user_id="bob", request_body=body('{"messages": [{"content": "ask alice"}]}')),
         make_row("n1"),
     ])
-    store.set_scores("a1", {"helpful": 1})
-    store.set_scores("b1", {"helpful": 0})
+    store.set_scores("a1", {"helpful": 1}, project="default")
+    store.set_scores("b1", {"helpful": 0}, project="default")
 
 
 def test_erasure_leaves_nothing_of_the_user_behind(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     seed_users(store)
     assert len(occurrences(store, "alice")) > 5
     with caplog.at_level(logging.INFO, logger="heliograph.audit"):
-        erasure = store.erase_user("alice", actor="key:key_1", batch=1)
+        erasure = store.erase_user("alice", project="default", actor="key:key_1", batch=1)
     expected = {"request_properties": 1, "request_scores": 1, "request_bodies": 2, "requests": 2,
                 "rollup_test_users": 3}
     assert {table: erasure.deleted[table] for table in expected} == expected
@@ -276,13 +276,13 @@ def test_erasure_leaves_nothing_of_the_user_behind(store: Store, caplog: pytest.
     assert sorted(store.request_ids()) == ["b1", "n1"]  # type: ignore[attr-defined]
     assert rows(store, "SELECT count(*) AS n FROM rollup_test_users WHERE user_id = 'bob'")[0]["n"] == 3
     assert rows(store, "SELECT count(*) AS n FROM rollup_test_models")[0]["n"] == 3
-    bob = store.get_request("b1")
+    bob = store.get_request("b1", project="default")
     assert bob is not None and bob["scores"] == {"helpful": 0}
 
     [entry] = store.audit_entries()
     assert entry["action"] == "erase_user" and entry["actor"] == "key:key_1"
     assert entry["subject"] == erasure.subject == store.audit_subject("alice")
-    assert entry["details"] == {"deleted": erasure.deleted}
+    assert entry["details"] == {"project": "default", "deleted": erasure.deleted}
     assert "alice" not in orjson.dumps(entry).decode()
     [line] = [r for r in caplog.records if r.name == "heliograph.audit"]
     assert erasure.subject in line.getMessage() and "alice" not in line.getMessage()
@@ -291,7 +291,7 @@ def test_erasure_leaves_nothing_of_the_user_behind(store: Store, caplog: pytest.
 
 def test_erasing_an_unknown_user_is_audited_with_zero_counts(store: Store) -> None:
     seed_users(store)
-    erasure = store.erase_user("nobody", actor="cli")
+    erasure = store.erase_user("nobody", project="default", actor="cli")
     assert sum(erasure.deleted.values()) == 0 and "requests" in erasure.deleted
     assert store.count_requests() == 4
     assert [e["actor"] for e in store.audit_entries()] == ["cli"]
@@ -319,7 +319,7 @@ def test_erasure_handles_rollups_without_rowid(tmp_path: Path) -> None:
                    "PRIMARY KEY (user_id, bucket)) WITHOUT ROWID")
     for bucket in range(5):
         execute(store, "INSERT INTO rollup_test_compact VALUES (?, ?, 1)", ("carol", bucket))
-    assert store.erase_user("carol", actor="cli", batch=2).deleted["rollup_test_compact"] == 5
+    assert store.erase_user("carol", project="default", actor="cli", batch=2).deleted["rollup_test_compact"] == 5
     store.close()
 
 
@@ -328,10 +328,10 @@ def test_erasure_takes_the_user_out_of_every_rollup(store: Store) -> None:
                      request_name="checkout") for n in range(3)]
     rows += [make_row(f"b{n}", user_id="bob", props={"tier": "pro"}) for n in range(2)]
     store.insert_requests(rows)
-    assert [v["value"] for v in store.property_values("email")] == ["alice@example.com"]
-    store.erase_user("alice", actor="cli")
-    assert store.property_values("email") == []
-    tier = {v["value"]: v["requests"] for v in store.property_values("tier")}
+    assert [v["value"] for v in store.property_values("email", project="default")] == ["alice@example.com"]
+    store.erase_user("alice", project="default", actor="cli")
+    assert store.property_values("email", project="default") == []
+    tier = {v["value"]: v["requests"] for v in store.property_values("tier", project="default")}
     assert tier == {"pro": 2}
     for table in [t for t in _tables(store) if t.startswith("rollup_")]:
         text = orjson.dumps(rows_of(store, table)).decode()
@@ -347,3 +347,24 @@ def _tables(store: Store) -> list[str]:
 
 def rows_of(store: Store, table: str) -> list[dict[str, Any]]:
     return rows(store, f'SELECT * FROM "{table}"')
+
+
+def test_cli_erasure_is_one_projects(tmp_path: Path) -> None:
+    import os
+
+    from .conftest import run_cli
+    url = f"sqlite:///{tmp_path / 'erase.db'}"
+    store = open_store(url)
+    store.migrate()
+    store.create_project("proj_b", "team-b")
+    store.insert_requests([make_row("a1", user_id="alice"), make_row("b1", user_id="alice", project_id="proj_b")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")} | {"HELIOGRAPH_DB_URL": url}
+    done = run_cli("users", "erase", "alice", "--project", "team-b", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["deleted"]["requests"] == 1
+    assert store.get_request("b1", project="proj_b") is None and store.get_request("a1", project="default")
+    assert run_cli("users", "erase", "alice", env=env).returncode == 0        # --project default
+    assert store.count_requests() == 0
+    unknown = run_cli("users", "erase", "alice", "--project", "nope", env=env)
+    assert unknown.returncode == 1 and "no project 'nope'" in unknown.stderr
+    store.close()

@@ -99,7 +99,7 @@ def test_absurd_token_counts_are_clamped_not_a_reason_to_stop_logging(store: Sto
     recorder.close()
 
     assert stored(store, after) == set(after)
-    huge = store.get_request("huge")
+    huge = store.get_request("huge", project="default")
     assert huge is not None
     assert huge["prompt_tokens"] == 2**40 and huge["total_tokens"] == 2**40
     assert huge["cost"] is None and huge["pricing_status"] == "unpriced"

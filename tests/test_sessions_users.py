@@ -50,7 +50,7 @@ def session_rows() -> list[dict[str, Any]]:
 def test_sessions_list_totals_filters_sorts_and_pages(store: Store) -> None:
     store.insert_requests(session_rows()[:3])
     store.insert_requests(session_rows()[3:])          # one session across two batches
-    listed = store.sessions(SessionQuery())
+    listed = store.sessions(SessionQuery(project="default"))
     assert [s["session_id"] for s in listed] == ["gamma_1", "beta", "alpha"]
     alpha = listed[-1]
     assert alpha | {"total_cost": pytest.approx(0.53)} == {
@@ -58,12 +58,13 @@ def test_sessions_list_totals_filters_sorts_and_pages(store: Store) -> None:
         "total_requests": 5, "errors": 1, "total_cost": pytest.approx(0.53), "unpriced_requests": 1,
         "prompt_tokens": 50, "completion_tokens": 100, "total_tokens": 150, "created_at": T0,
         "latest_request_created_at": T0 + 5000, "ended_at": T0 + 5010, "duration_ms": 5010, "avg_latency": 502.0}
+    p = "default"
     by = {name: [s["session_id"] for s in store.sessions(query)] for name, query in {
-        "name": SessionQuery(name="Support"), "search id": SessionQuery(search="GAMMA_"),
-        "search name": SessionQuery(search="resea"), "literal %": SessionQuery(search="%"),
-        "overlap": SessionQuery(start=T0 + 4000, end=T0 + 11 * HOUR),
-        "before": SessionQuery(end=T0 + 1), "cost asc": SessionQuery(sort="cost", descending=False),
-        "duration": SessionQuery(sort="duration"), "page": SessionQuery(offset=1, limit=1)}.items()}
+        "name": SessionQuery(project=p, name="Support"), "search id": SessionQuery(project=p, search="GAMMA_"),
+        "search name": SessionQuery(project=p, search="resea"), "literal %": SessionQuery(project=p, search="%"),
+        "overlap": SessionQuery(project=p, start=T0 + 4000, end=T0 + 11 * HOUR),
+        "before": SessionQuery(project=p, end=T0 + 1), "cost asc": SessionQuery(project=p, sort="cost", descending=False),
+        "duration": SessionQuery(project=p, sort="duration"), "page": SessionQuery(project=p, offset=1, limit=1)}.items()}
     assert by == {"name": ["beta"], "search id": ["gamma_1"], "search name": ["alpha"], "literal %": [],
                   "overlap": ["beta", "alpha"], "before": ["alpha"], "cost asc": ["gamma_1", "beta", "alpha"],
                   "duration": ["alpha", "beta", "gamma_1"], "page": ["beta"]}
@@ -71,7 +72,7 @@ def test_sessions_list_totals_filters_sorts_and_pages(store: Store) -> None:
 
 def test_one_session_is_a_tree_of_its_paths(store: Store) -> None:
     store.insert_requests(session_rows())
-    found = store.session("alpha")
+    found = store.session("alpha", project="default")
     assert found is not None and found["total_requests"] == 5 and found["truncated"] is False
     tree = found["tree"]
     assert tree["path"] == "/" and [r["request_id"] for r in tree["requests"]] == ["s005"]
@@ -83,9 +84,9 @@ def test_one_session_is_a_tree_of_its_paths(store: Store) -> None:
     assert (search["name"], search["path"], [r["request_id"] for r in search["requests"]]) == (
         "search", "/plan/search", ["s002", "s003"])
     assert tree["request_count"] == 5 and tree["cost"] == pytest.approx(0.53) and tree["duration_ms"] == 5010
-    assert store.session("nope") is None
+    assert store.session("nope", project="default") is None
     assert store.prune(body_days=0, metrics_days=1, now_ms=T0 + 3 * DAY).deleted["requests"] == 8  # totals stay
-    expired = store.session("alpha")
+    expired = store.session("alpha", project="default")
     assert expired is not None and expired["tree"] is None and expired["total_requests"] == 5
 
 
@@ -119,7 +120,8 @@ def test_users_match_the_rows_over_any_range(store: Store, start: int, end: int)
     rows = user_rows()
     store.insert_requests(rows)
     expected = expected_users(rows, start, min(end, 2**62))
-    got = {u["user_id"]: u for u in store.users(UserQuery(start=start, end=min(end, 253_402_300_800_000)))}
+    query = UserQuery(project="default", start=start, end=min(end, 253_402_300_800_000))
+    got = {u["user_id"]: u for u in store.users(query)}
     assert got.keys() == expected.keys()
     for user_id, want in expected.items():
         u = got[user_id]
@@ -132,10 +134,11 @@ def test_users_match_the_rows_over_any_range(store: Store, start: int, end: int)
 
 def test_users_filter_sort_and_page(store: Store) -> None:
     store.insert_requests(user_rows())
-    everyone = store.users(UserQuery(sort="total_requests"))
+    everyone = store.users(UserQuery(project="default", sort="total_requests"))
     assert [u["total_requests"] for u in everyone] == sorted((u["total_requests"] for u in everyone), reverse=True)
-    assert [u["user_id"] for u in store.users(UserQuery(user_ids=("cy", "nobody")))] == ["cy"]
-    assert [u["user_id"] for u in store.users(UserQuery(sort="user_id", descending=False, offset=1, limit=1))] == ["bob"]
+    assert [u["user_id"] for u in store.users(UserQuery(project="default", user_ids=("cy", "nobody")))] == ["cy"]
+    second = UserQuery(project="default", sort="user_id", descending=False, offset=1, limit=1)
+    assert [u["user_id"] for u in store.users(second)] == ["bob"]
 
 
 # -- properties ----------------------------------------------------------------------------------
@@ -144,13 +147,15 @@ def test_property_keys_and_values(store: Store) -> None:
     store.insert_requests([make_row("p1", props={"Feature": "chat", "env": "prod"}, cost=0.25),
                            make_row("p2", props={"feature": "chat"}, cost=None, created_at=T0 + DAY + 5),
                            make_row("p3", props={"feature": "search"}, cost=0.5, status=429)])
-    assert store.property_keys() == [{"property": "feature", "requests": 3, "cost": 0.75},
+    assert store.property_keys(project="default") == [{"property": "feature", "requests": 3, "cost": 0.75},
                                      {"property": "env", "requests": 1, "cost": 0.25}]
-    values = store.property_values("FEATURE")
+    values = store.property_values("FEATURE", project="default")
     assert [(v["value"], v["requests"], v["cost"], v["errors"], v["unpriced_requests"]) for v in values] == [
         ("chat", 2, 0.25, 0, 1), ("search", 1, 0.5, 1, 0)]
-    assert [v["value"] for v in store.property_values("feature", T0 + 1, T0 + 2 * DAY)] == ["chat"]
-    assert store.property_keys(T0 + 1, T0 + 2 * DAY) == [{"property": "feature", "requests": 1, "cost": 0.0}]
+    start, end = T0 + 1, T0 + 2 * DAY
+    assert [v["value"] for v in store.property_values("feature", project="default", start=start, end=end)] == ["chat"]
+    assert store.property_keys(project="default", start=start, end=end) == [
+        {"property": "feature", "requests": 1, "cost": 0.0}]
 
 
 # -- the HTTP layer ------------------------------------------------------------------------------
@@ -282,9 +287,17 @@ def test_db_generate_writes_records_with_rollups(tmp_path: Path) -> None:
     assert "Wrote 3,000 records" in done.stdout and "records/s" in done.stdout
     store = open_store(url)
     from heliograph.storage.analytics import AnalyticsQuery
-    result = store.analytics(AnalyticsQuery(0, 253_402_300_800_000, bucket=None, group_by="provider"))
+    result = store.analytics(AnalyticsQuery(0, 253_402_300_800_000, bucket=None, group_by="provider",
+                                            project="default"))
     assert store.count_requests() == result["summary"]["requests"] == 3000 and result["groups_total"] >= 5
-    assert store.sessions(SessionQuery(limit=1)) and store.users(UserQuery(limit=1))
+    assert store.sessions(SessionQuery(project="default", limit=1))
+    assert store.users(UserQuery(project="default", limit=1))
+    store.create_project("proj_gen", "generated")
+    more = run_cli("db", "generate", "--rows", "500", "--days", "1", "--db", url, "--project", "generated", env=env)
+    assert more.returncode == 0, more.stderr
+    assert store.count_requests(project="proj_gen") == 500 and store.count_requests(project="default") == 3000
+    other = store.analytics(AnalyticsQuery(0, 253_402_300_800_000, bucket=None, project="proj_gen"))
+    assert other["summary"]["requests"] == 500 and other["source"] == "rollups"
     store.close()
     bad = run_cli("db", "generate", "--rows", "0", "--db", url, env=env)
     assert bad.returncode == 2 and "--rows" in bad.stderr

@@ -22,9 +22,10 @@ from typing import Any, cast
 import pytest
 
 from heliograph.controls.ratelimit import Policy, parse_policy, rate_limit_headers
-from heliograph.state import Cache, RateLimiter, State, StateUnavailable, lookup, open_state, store
+from heliograph.state import (BudgetCharge, BudgetCounters, Cache, RateLimiter, State, StateUnavailable, lookup,
+                              open_state, store)
 from heliograph.state import redis as redis_state
-from heliograph.state.memory import MemoryCache, MemoryRateLimiter
+from heliograph.state.memory import MemoryBudgetCounters, MemoryCache, MemoryRateLimiter
 from heliograph.state.redis import RedisCache
 from heliograph.state.vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE, VectorIndex, unit_vector
 
@@ -53,6 +54,8 @@ class Harness:
     advance: Callable[[float], Awaitable[None]]
     state: State | None = None          # the Redis state, for raw checks
     twin: Cache | None = None           # another process's view: on Redis a second client, else `cache`
+    budgets: BudgetCounters | None = None
+    now: Callable[[], float] = time.time   # the clock budget counters expire by
 
 
 Backend = Callable[..., Any]            # (**options) -> async context manager of Harness
@@ -66,7 +69,8 @@ async def memory_harness(max_vectors_per_scope: int = 1_000) -> AsyncIterator[Ha
         clock.now += seconds
 
     cache = MemoryCache(max_vectors_per_scope=max_vectors_per_scope, clock=clock)
-    yield Harness(cache, MemoryRateLimiter(clock=clock), advance, twin=cache)
+    yield Harness(cache, MemoryRateLimiter(clock=clock), advance, twin=cache,
+                  budgets=MemoryBudgetCounters(clock=clock), now=clock)
 
 
 def redis_harness(url: str, prefix: str) -> Backend:
@@ -75,7 +79,7 @@ def redis_harness(url: str, prefix: str) -> Backend:
         state, twin = (open_state(url, key_prefix=prefix, timeout=TIMEOUT, max_vectors_per_scope=max_vectors_per_scope)
                        for _ in range(2))
         try:
-            yield Harness(state.cache, state.limiter, asyncio.sleep, state, twin.cache)
+            yield Harness(state.cache, state.limiter, asyncio.sleep, state, twin.cache, budgets=state.budgets)
         finally:
             assert state.client is not None
             keys = [k async for k in state.client.scan_iter(match=prefix + "*")]
@@ -334,6 +338,58 @@ def test_limiter_capacity_change_clamps(backend: Backend) -> None:
     run(backend, scenario)
 
 
+# --- budget counters ---------------------------------------------------------------------------
+
+def test_budget_counters_start_from_the_seed_then_add(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert h.budgets is not None
+        later = h.now() + 60
+        assert await h.budgets.read(["a", "b"]) == [None, None]
+        assert await h.budgets.read([]) == [] and await h.budgets.add([]) == []
+        added = await h.budgets.add([BudgetCharge("a", 1.5, 10.0, later), BudgetCharge("b", 0.000001, 0.0, later)])
+        assert added == pytest.approx([11.5, 0.000001])
+        # the seed only starts an absent counter
+        assert await h.budgets.add([BudgetCharge("a", 0.25, 999.0, later)]) == pytest.approx([11.75])
+        assert await h.budgets.read(["a", "c", "b"]) == [pytest.approx(11.75), None, pytest.approx(0.000001)]
+    run(backend, scenario)
+
+
+def test_budget_counters_expire_with_their_period(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert h.budgets is not None
+        await h.budgets.add([BudgetCharge("day1", 5.0, 0.0, h.now() + 1), BudgetCharge("month", 1.0, 0.0, h.now() + 60)])
+        assert await h.budgets.read(["day1", "month"]) == [pytest.approx(5.0), pytest.approx(1.0)]
+        await h.advance(1.2)
+        assert await h.budgets.read(["day1", "month"]) == [None, pytest.approx(1.0)]
+        assert await h.budgets.add([BudgetCharge("day1", 2.0, 3.0, h.now() + 60)]) == pytest.approx([5.0])
+    run(backend, scenario)
+
+
+def test_budget_counters_concurrent_adds_all_count(backend: Backend) -> None:
+    async def scenario(h: Harness) -> None:
+        assert h.budgets is not None
+        later = h.now() + 60
+        budgets = h.budgets
+        await asyncio.gather(*(budgets.add([BudgetCharge("shared", 1.0, 100.0, later), BudgetCharge(f"own{i}", 1.0, 0.0, later)])
+                               for i in range(50)))
+        assert await budgets.read(["shared", "own7"]) == [pytest.approx(150.0), pytest.approx(1.0)]
+    run(backend, scenario)
+
+
+def test_memory_budget_counters_bounded() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        counters = MemoryBudgetCounters(max_counters=3, clock=clock)
+        for i in range(10):
+            await counters.add([BudgetCharge(f"c{i}", 1.0, 0.0, clock.now + 60)])
+        assert len(counters) == 3
+        assert await counters.read(["c0", "c9"]) == [None, 1.0]     # the least recently charged went
+        clock.now += 61
+        await counters.add([BudgetCharge("new", 1.0, 0.0, clock.now + 60)])
+        assert len(counters) == 1                                   # expired ones are dropped
+    asyncio.run(main())
+
+
 # --- Redis only ----------------------------------------------------------------------------------
 
 def test_redis_two_clients_never_over_admit() -> None:
@@ -428,6 +484,8 @@ def test_redis_that_never_answers_fails_open_fast() -> None:
                 lambda: state.cache.get_many(["a", "b"]),
                 lambda: state.cache.nearest("s", [1.0, 0.0], 0.9),
                 lambda: state.cache.add_vector("s", [1.0, 0.0], "k", 60),
+                lambda: state.budgets.read(["b"]),
+                lambda: state.budgets.add([BudgetCharge("b", 1.0, 0.0, time.time() + 60)]),
                 state.check,
             ]
             for operation in operations:

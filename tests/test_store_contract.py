@@ -10,6 +10,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,14 @@ def test_insert_then_get_round_trips_every_column(store: Store) -> None:
                    cache_enabled=True, ttft_ms=12.5, cost=None, pricing_status="unpriced", attempts='[{"status": 429}]',
                    response_stream=zlib.compress(b'data: {"id": "chatcmpl-1"}\n\n'))
     store.insert_requests([row])
-    got = store.get_request("r-1")
+    got = store.get_request("r-1", project="default")
     assert got is not None
     for column, value in row.items():
         assert got[column] == value, column
     assert got["streamed"] is True and got["partial"] is True and got["cache_enabled"] is True
-    fresh = store.get_request("r-1")
+    fresh = store.get_request("r-1", project="default")
     assert fresh is not None and fresh["scores"] == {}
-    assert store.get_request("missing") is None
+    assert store.get_request("missing", project="default") is None
     assert store.count_requests() == 1
 
 
@@ -114,16 +115,16 @@ def test_insert_is_idempotent_on_id(store: Store) -> None:
     store.insert_requests([make_row("a", status=200), make_row("b")])
     store.insert_requests([make_row("a", status=500), make_row("c")])   # a journal replay, say
     assert store.count_requests() == 3
-    got = store.get_request("a")
+    got = store.get_request("a", project="default")
     assert got is not None and got["status"] == 200
-    only_a = RequestQuery(filter=parse_filter({"properties": {"k": {"equals": "v"}}}))
+    only_a = RequestQuery(project="default", filter=parse_filter({"properties": {"k": {"equals": "v"}}}))
     store.insert_requests([make_row("d", props={"k": "v"})] * 2)
     assert [r["id"] for r in store.query_requests(only_a)] == ["d"]
 
 
 def test_text_with_nul_characters_is_stored(store: Store) -> None:
     store.insert_requests([make_row("nul", request_model="gpt\x00-4o", user_id="a\x00b")])
-    got = store.get_request("nul")
+    got = store.get_request("nul", project="default")
     assert got is not None and got["request_model"].startswith("gpt") and got["user_id"].startswith("a")
 
 
@@ -147,24 +148,26 @@ def test_keys_create_list_revoke_active(store: Store) -> None:
 
 def test_scores_upsert_by_name(store: Store) -> None:
     store.insert_requests([make_row("s")])
-    assert store.set_scores("s", {"accuracy": 80, "helicone-score-feedback": 1})
-    assert store.set_scores("s", {"accuracy": -3})
-    got = store.get_request("s")
+    assert store.set_scores("s", {"accuracy": 80, "helicone-score-feedback": 1}, project="default")
+    assert store.set_scores("s", {"accuracy": -3}, project="default")
+    got = store.get_request("s", project="default")
     assert got is not None and got["scores"] == {"accuracy": -3, "helicone-score-feedback": 1}
-    assert not store.set_scores("nope", {"accuracy": 1})
-    assert store.scores(["s", "nope"]) == {"s": {"accuracy": -3, "helicone-score-feedback": 1}}
+    assert not store.set_scores("nope", {"accuracy": 1}, project="default")
+    assert store.scores(["s", "nope"], project="default") == {"s": {"accuracy": -3, "helicone-score-feedback": 1}}
 
 
 def test_properties_update_the_record_and_the_filter(store: Store) -> None:
     store.insert_requests([make_row("p", props={"feature": "support"})])
-    assert store.set_properties("p", {"Environment": "prod", "feature": "billing"})
-    got = store.get_request("p")
+    assert store.set_properties("p", {"Environment": "prod", "feature": "billing"}, project="default")
+    got = store.get_request("p", project="default")
     assert got is not None and orjson.loads(got["properties"]) == {"feature": "billing", "environment": "prod"}
-    found = store.query_requests(RequestQuery(filter=parse_filter({"properties": {"ENVIRONMENT": {"equals": "prod"}}})))
+    found = store.query_requests(RequestQuery(
+        project="default", filter=parse_filter({"properties": {"ENVIRONMENT": {"equals": "prod"}}})))
     assert [r["id"] for r in found] == ["p"]
-    gone = store.query_requests(RequestQuery(filter=parse_filter({"properties": {"feature": {"equals": "support"}}})))
+    gone = store.query_requests(RequestQuery(
+        project="default", filter=parse_filter({"properties": {"feature": {"equals": "support"}}})))
     assert gone == []
-    assert not store.set_properties("nope", {"a": "b"})
+    assert not store.set_properties("nope", {"a": "b"}, project="default")
 
 
 # -- queries -----------------------------------------------------------------------------------------
@@ -181,8 +184,8 @@ def _dataset(store: Store) -> None:
         make_row("r4", created_at=T0 + 3000, user_id="u1", model="GPT_4o%special", status=429, latency_ms=1000.0,
                  cost=0.5, props={"feature": "50% off_deal"}, request_name="Plan", path="/openai/v1/embeddings"),
     ])
-    store.set_scores("r1", {"quality": 5, "helicone-score-feedback": 1})
-    store.set_scores("r2", {"helicone-score-feedback": 0})
+    store.set_scores("r1", {"quality": 5, "helicone-score-feedback": 1}, project="default")
+    store.set_scores("r2", {"helicone-score-feedback": 0}, project="default")
 
 
 RMT = "request_response_rmt"
@@ -252,7 +255,7 @@ FILTER_CASES: list[tuple[str, Any, list[str]]] = [
 @pytest.mark.parametrize("raw,expected", [c[1:] for c in FILTER_CASES], ids=[c[0] for c in FILTER_CASES])
 def test_query_filters(store: Store, raw: Any, expected: list[str]) -> None:
     _dataset(store)
-    rows = store.query_requests(RequestQuery(filter=parse_filter(raw)))
+    rows = store.query_requests(RequestQuery(project="default", filter=parse_filter(raw)))
     assert [r["id"] for r in rows] == expected
 
 
@@ -269,16 +272,16 @@ SORT_CASES: list[tuple[dict[str, Any], list[str]]] = [
 @pytest.mark.parametrize("sort,expected", SORT_CASES)
 def test_query_sorts(store: Store, sort: dict[str, Any], expected: list[str]) -> None:
     _dataset(store)
-    assert [r["id"] for r in store.query_requests(RequestQuery(sort=parse_sort(sort)))] == expected
+    assert [r["id"] for r in store.query_requests(RequestQuery(project="default", sort=parse_sort(sort)))] == expected
 
 
 def test_query_pages_bodies_and_scores(store: Store) -> None:
     _dataset(store)
-    page = store.query_requests(RequestQuery(limit=2, offset=1))
+    page = store.query_requests(RequestQuery(project="default", limit=2, offset=1))
     assert [r["id"] for r in page] == ["r3", "r2"]
     assert page[1]["scores"] == {"helicone-score-feedback": 0}
     assert zlib.decompress(page[0]["request_body"]) == b'{"model": "gpt-4o"}'
-    bare = store.query_requests(RequestQuery(include_bodies=False, limit=1))
+    bare = store.query_requests(RequestQuery(project="default", include_bodies=False, limit=1))
     assert "request_body" not in bare[0] and bare[0]["id"] == "r4"
     assert isinstance(bare[0]["cache_enabled"], bool)
 
@@ -290,8 +293,8 @@ def test_rare_and_common_property_values_give_the_same_rows(store: Store) -> Non
     store.insert_requests(rows)
     for value in ("rare", "common"):
         expected = sorted((r["id"] for r in rows if orjson.loads(r["properties"])["tier"] == value), reverse=True)
-        got = store.query_requests(RequestQuery(filter=parse_filter({"properties": {"tier": {"equals": value}}}),
-                                                limit=1000, include_bodies=False))
+        got = store.query_requests(RequestQuery(project="default", limit=1000, include_bodies=False,
+                                                filter=parse_filter({"properties": {"tier": {"equals": value}}})))
         assert [r["id"] for r in got] == expected[:1000]
 
 
@@ -299,7 +302,7 @@ def test_every_column_and_operator_runs(store: Store) -> None:
     from .test_filters import _every_condition_tree, _flatten
     _dataset(store)
     tree, _ = _every_condition_tree()
-    rows = store.query_requests(RequestQuery(filter=parse_filter(_flatten(tree)), sort=parse_sort(
+    rows = store.query_requests(RequestQuery(project="default", filter=parse_filter(_flatten(tree)), sort=parse_sort(
         {"cost": "asc", "properties": {"feature": "desc"}, "user_id": "desc"})))
     assert {r["id"] for r in rows} == {"r1", "r2", "r3", "r4"}
 
@@ -337,11 +340,209 @@ def test_a_replayed_row_is_stored_once_and_a_reused_id_gets_a_fresh_one(store: S
     # Another call under the same id (a client reusing Helicone-Request-Id): kept under a fresh id.
     reassigned = store.insert_requests([make_row("dup-1", created_at=T0 + 5, props={"feature": "b"})])
     assert len(reassigned) == 1 and reassigned[0][0] == "dup-1"
-    moved = store.get_request(reassigned[0][1])
+    moved = store.get_request(reassigned[0][1], project="default")
     assert moved is not None and moved["created_at"] == T0 + 5 and orjson.loads(moved["properties"]) == {"feature": "b"}
-    original = store.get_request("dup-1")
+    original = store.get_request("dup-1", project="default")
     assert original is not None and original["created_at"] == T0
     assert store.count_requests() == 2
     # Two calls with one id in one batch: both kept.
     store.insert_requests([make_row("dup-2"), make_row("dup-2", created_at=T0 + 1)])
     assert store.count_requests() == 4
+
+
+# -- projects: every read and every change is one project's -----------------------------------------
+
+A, B = "default", "proj_b"
+HOUR = 3_600_000
+
+
+def two_projects(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two projects sharing user ids, a session id, a property key and a request name, interleaved in
+    time and written in one batch (their rollup keys side by side)."""
+    mine = [make_row(f"a{i}", project_id=A, created_at=T0 + i * 37 * 60_000, user_id=("alice", "bob")[i % 2],
+                     session_id="shared", session_path="/plan", session_name="mine", request_name="plan",
+                     props={"tier": "free"}, cost=0.001 * (i + 1), latency_ms=100.0 + i) for i in range(6)]
+    theirs = [make_row(f"b{i}", project_id=B, created_at=T0 + i * 37 * 60_000 + 30_000, user_id="alice",
+                       session_id="shared" if i < 3 else "theirs", session_path="/act", session_name="theirs",
+                       request_name="plan", props={"tier": "pro", "b_secret": "x"}, cost=0.5, latency_ms=900.0,
+                       status=500 if i == 0 else 200, model="claude", provider="anthropic") for i in range(4)]
+    store.insert_requests(mine + theirs)
+    return mine, theirs
+
+
+def _ids(rows: Any) -> list[str]:
+    return sorted(row["id"] for row in rows)
+
+
+def test_another_projects_request_is_an_unknown_one(store: Store) -> None:
+    two_projects(store)
+    assert store.get_request("b0", project=A) is None
+    theirs = store.get_request("b0", project=B)
+    assert theirs is not None and theirs["project_id"] == B
+    assert store.request_exists("b0")                   # ids are unique store-wide: the recorder asks
+    assert (store.count_requests(project=A), store.count_requests(project=B), store.count_requests()) == (6, 4, 10)
+    assert store.count_requests(project="nope") == 0
+
+
+def test_queries_and_exports_read_one_project(store: Store) -> None:
+    mine, theirs = two_projects(store)
+
+    def ids(project: str, raw: Any = "all") -> list[str]:
+        return _ids(store.query_requests(RequestQuery(project=project, filter=parse_filter(raw), limit=1000)))
+
+    assert ids(A) == _ids(mine) and ids(B) == _ids(theirs)
+    assert ids(A, leaf("user_id", "equals", "alice")) == ["a0", "a2", "a4"]
+    assert ids(A, leaf("session_id", "equals", "shared")) == _ids(mine)
+    assert ids(A, {"properties": {"tier": {"equals": "pro"}}}) == []
+    assert ids(A, {"properties": {"b_secret": {"not-equals": "y"}}}) == _ids(mine)
+    assert ids(B, leaf("request_name", "equals", "plan")) == _ids(theirs)
+    assert [r["id"] for r in store.iter_requests(project=B)] == ["b0", "b1", "b2", "b3"]
+    alice = parse_filter(leaf("user_id", "equals", "alice"))
+    assert [r["id"] for r in store.iter_requests(alice, project=A, page_size=2)] == ["a0", "a2", "a4"]
+    assert list(store.iter_requests(project="nope")) == []
+
+
+def test_scores_and_properties_of_another_project_are_not_changed(store: Store) -> None:
+    two_projects(store)
+    assert not store.set_scores("b1", {"q": 1}, project=A)
+    assert not store.set_properties("b1", {"tier": "free", "leak": "x"}, project=A)
+    assert store.set_scores("b1", {"q": 2}, project=B) and store.set_scores("a1", {"q": 3}, project=A)
+    assert store.scores(["a1", "b1"], project=A) == {"a1": {"q": 3}}
+    assert store.scores(["a1", "b1"], project=B) == {"b1": {"q": 2}}
+    theirs = store.get_request("b1", project=B)
+    assert theirs is not None and theirs["scores"] == {"q": 2}
+    assert orjson.loads(theirs["properties"]) == {"tier": "pro", "b_secret": "x"}
+    assert "leak" not in {k["property"] for k in store.property_keys(project=B)}
+    assert [v["value"] for v in store.property_values("tier", project=B)] == ["pro"]
+    scored = RequestQuery(project=A, filter=parse_filter(leaf("scored", "equals", True)))
+    assert [r["id"] for r in store.query_requests(scored)] == ["a1"]
+
+
+def test_analytics_are_per_project(store: Store) -> None:
+    from heliograph.storage.analytics import AnalyticsQuery
+    from heliograph.storage.filters import ALL
+    mine, theirs = two_projects(store)
+    # A third project holding a copy of A's rows: any row of B counted in A would set A apart.
+    store.insert_requests([{**row, "id": "copy-" + row["id"], "project_id": "copy"} for row in mine])
+    every_row = parse_filter({"request_response_rmt": {"latency": {"gte": 0}}})   # the rows' path
+    start, end = T0 - 7 * 60_000 - 1234, T0 + 5 * HOUR + 17 * 60_000    # ragged: rows and rollups
+    for group_by in (None, "model", "provider", "status", "user", "request_name", "property:tier"):
+        for node in (ALL, every_row):
+            for bucket in ("minute", "hour", None):
+                answer = {project: store.analytics(AnalyticsQuery(start, end, node, bucket, group_by, project=project))
+                          for project in (A, B, "copy")}
+                assert answer[A] == answer["copy"], (group_by, bucket)
+                for project, rows in ((A, mine), (B, theirs)):
+                    summary = answer[project]["summary"]
+                    assert summary["requests"] == len(rows), (project, group_by, bucket)
+                    assert summary["cost"] == pytest.approx(sum(r["cost"] for r in rows))
+                    if group_by == "property:tier":
+                        assert [g["group"] for g in answer[project]["groups"]] == [("free", "pro")[project == B]]
+
+
+def test_sessions_users_and_properties_are_per_project(store: Store) -> None:
+    from heliograph.storage.sessions import SessionQuery, UserQuery
+    two_projects(store)
+    assert [(s["session_id"], s["total_requests"], s["session_name"]) for s in store.sessions(SessionQuery(project=A))
+            ] == [("shared", 6, "mine")]
+    assert sorted((s["session_id"], s["total_requests"]) for s in store.sessions(SessionQuery(project=B))) == [
+        ("shared", 3), ("theirs", 1)]
+    shared = store.session("shared", project=A)
+    assert shared is not None and shared["total_requests"] == 6 and shared["total_cost"] == pytest.approx(0.021)
+    assert [c["path"] for c in shared["tree"]["children"]] == ["/plan"] and shared["tree"]["request_count"] == 6
+    assert store.session("theirs", project=A) is None
+    users = {project: {u["user_id"]: (u["total_requests"], u["cost"]) for u in store.users(UserQuery(project=project))}
+             for project in (A, B)}
+    assert users == {A: {"alice": (3, pytest.approx(0.009)), "bob": (3, pytest.approx(0.012))},
+                     B: {"alice": (4, pytest.approx(2.0))}}
+    only = store.users(UserQuery(project=A, user_ids=("alice",), start=T0 + 1, end=T0 + 4 * HOUR))  # ragged: rows
+    assert [(u["user_id"], u["total_requests"]) for u in only] == [("alice", 2)]
+    assert store.property_keys(project=A) == [{"property": "tier", "requests": 6, "cost": pytest.approx(0.021)}]
+    assert {k["property"] for k in store.property_keys(project=B)} == {"tier", "b_secret"}
+    assert [k["requests"] for k in store.property_keys(project=A, start=T0 + 1, end=T0 + 2 * HOUR)] == [3]
+    assert [(v["value"], v["requests"]) for v in store.property_values("tier", project=A)] == [("free", 6)]
+    assert store.property_values("b_secret", project=A) == []
+
+
+def test_erasing_a_user_leaves_the_same_id_in_another_project(store: Store) -> None:
+    from heliograph.storage.analytics import AnalyticsQuery
+    from heliograph.storage.sessions import SessionQuery, UserQuery
+    _, theirs = two_projects(store)
+
+    def seen_by_b() -> list[Any]:
+        return [store.analytics(AnalyticsQuery(T0 - HOUR, T0 + 6 * HOUR, bucket="hour", group_by="user", project=B)),
+                store.users(UserQuery(project=B)), store.sessions(SessionQuery(project=B)),
+                store.session("shared", project=B), store.property_keys(project=B),
+                [store.get_request(row["id"], project=B) for row in theirs]]
+
+    before = seen_by_b()
+    erasure = store.erase_user("alice", project=A, actor="cli")
+    assert erasure.deleted["requests"] == 3
+    assert seen_by_b() == before
+    assert [u["user_id"] for u in store.users(UserQuery(project=A))] == ["bob"]
+    assert store.query_requests(RequestQuery(project=A, filter=parse_filter(leaf("user_id", "equals", "alice")))) == []
+    summary = store.analytics(AnalyticsQuery(T0 - HOUR, T0 + 6 * HOUR, bucket=None, project=A))["summary"]
+    assert summary["requests"] == 3 and summary["cost"] == pytest.approx(0.012)
+    assert store.audit_entries()[0]["details"]["project"] == A
+
+
+def test_rollups_made_before_projects_answer_the_same_after_migrating(
+        store_url: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store at 023_projects, filled by that version's recorder (rollups without a project), then
+    migrated: its rollups are kept, under `default`, and every answer is a fresh store's."""
+    from heliograph.storage import postgres, sqlite
+    from heliograph.storage.analytics import AnalyticsQuery
+    from heliograph.storage.rollup_schema import rollup_tables
+    from heliograph.storage.rollups import write_rollups
+    from heliograph.storage.sessions import SessionQuery, UserQuery
+
+    from .test_analytics import END, START, dataset
+    names = [name for name, _ in MIGRATIONS]
+    k = names.index("023_projects") + 1
+    rows = [{**row, "session_id": f"s{i % 7}", "session_path": "/a/b"} if i % 3 == 0 else row
+            for i, row in enumerate(dataset(800))]
+    monkeypatch.setattr(sqlite, "MIGRATIONS", MIGRATIONS[:k])
+    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:k])
+    old = open_store(store_url)
+    assert old.migrate() == names[:k]
+    old._write_rollups = (  # type: ignore[attr-defined]
+        lambda tx, batch: write_rollups(tx, old.dialect, batch, by_project=False))
+    for start in range(0, len(rows), 300):
+        old.insert_requests(rows[start:start + 300])
+    kept = {table: old._rows(f"SELECT * FROM {table}") for table in rollup_tables()}  # type: ignore[attr-defined]
+    assert all(kept.values()) and "project_id" not in kept["rollup_hour"][0]
+    old.close()
+    monkeypatch.undo()
+
+    migrated = open_store(store_url)
+    assert migrated.migrate() == names[k:]
+    for table, before in kept.items():
+        after = migrated._rows(f"SELECT * FROM {table}")  # type: ignore[attr-defined]
+        assert sorted(repr(sorted(row.items())) for row in after) == sorted(
+            repr(sorted({**row, "project_id": "default"}.items())) for row in before), table
+
+    fresh_url = (f"sqlite:///{tmp_path / 'fresh.db'}" if store_url.startswith("sqlite")
+                 else request.getfixturevalue("fresh_postgres")())
+    fresh = open_store(fresh_url)
+    fresh.migrate()
+    fresh.insert_requests(rows)
+    try:
+        for group_by in (None, "model", "status", "user", "request_name", "property:tier"):
+            for bucket in ("minute", "hour", "day", None):
+                query = AnalyticsQuery(START, END, bucket=bucket, group_by=group_by, project="default")
+                answer = migrated.analytics(query)
+                assert answer == fresh.analytics(query) and answer["source"] in ("rollups", "mixed")
+        for read in (lambda s: s.sessions(SessionQuery(project="default")),
+                     lambda s: s.session("s3", project="default"),
+                     lambda s: s.users(UserQuery(project="default", start=START, end=END)),
+                     lambda s: s.property_keys(project="default"),
+                     lambda s: s.property_values("tier", project="default")):
+            assert read(migrated) == read(fresh)
+        # What is recorded from now on is its project's alone.
+        migrated.insert_requests([make_row("new-b", project_id=B, created_at=T0, props={"tier": "pro"})])
+        query = AnalyticsQuery(START, END, bucket="hour", group_by="property:tier", project="default")
+        assert migrated.analytics(query) == fresh.analytics(query)
+        assert migrated.analytics(replace(query, project=B))["summary"]["requests"] == 1
+    finally:
+        fresh.close()
+        migrated.close()

@@ -55,26 +55,27 @@ def timed(repeat: int, run: Callable[[], Any]) -> dict[str, float]:
 def queries(store: Store) -> dict[str, Callable[[], Any]]:
     slow_gpt4o = parse_filter({"request_response_rmt": {"model": {"equals": "gpt-4o"}, "latency": {"gt": 5000}}})
     ragged = (END - 24 * HOUR - 17 * 60_000 - 1234, END - 3 * 60_000 - 12_345)
+    p = "default"                            # synthetic records are all the default project's
     return {
-        "summary, whole range": lambda: store.analytics(AnalyticsQuery(START, END, bucket=None)),
-        "summary, last 24 h (ragged edges)": lambda: store.analytics(AnalyticsQuery(*ragged, bucket=None)),
+        "summary, whole range": lambda: store.analytics(AnalyticsQuery(START, END, bucket=None, project=p)),
+        "summary, last 24 h (ragged edges)": lambda: store.analytics(AnalyticsQuery(*ragged, bucket=None, project=p)),
         "series by hour, grouped by model": lambda: store.analytics(
-            AnalyticsQuery(START, END, bucket="hour", group_by="model")),
-        "series by hour, no grouping": lambda: store.analytics(AnalyticsQuery(START, END, bucket="hour")),
-        "series by minute, last 24 h": lambda: store.analytics(AnalyticsQuery(*ragged, bucket="minute")),
+            AnalyticsQuery(START, END, bucket="hour", group_by="model", project=p)),
+        "series by hour, no grouping": lambda: store.analytics(AnalyticsQuery(START, END, bucket="hour", project=p)),
+        "series by minute, last 24 h": lambda: store.analytics(AnalyticsQuery(*ragged, bucket="minute", project=p)),
         "series by day, grouped by status": lambda: store.analytics(
-            AnalyticsQuery(START, END, bucket="day", group_by="status")),
+            AnalyticsQuery(START, END, bucket="day", group_by="status", project=p)),
         "series by day, property:feature": lambda: store.analytics(
-            AnalyticsQuery(START, END, bucket="day", group_by="property:feature")),
+            AnalyticsQuery(START, END, bucket="day", group_by="property:feature", project=p)),
         "series by day, top 20 users": lambda: store.analytics(
-            AnalyticsQuery(START, END, bucket="day", group_by="user", limit=20)),
+            AnalyticsQuery(START, END, bucket="day", group_by="user", limit=20, project=p)),
         "request query: gpt-4o, latency > 5 s, newest 100": lambda: store.query_requests(
-            RequestQuery(filter=slow_gpt4o, limit=100)),
+            RequestQuery(project=p, filter=slow_gpt4o, limit=100)),
         "  same, without bodies": lambda: store.query_requests(
-            RequestQuery(filter=slow_gpt4o, limit=100, include_bodies=False)),
-        "sessions, newest 50": lambda: store.sessions(SessionQuery(limit=50)),
-        "users, top 100 by cost": lambda: store.users(UserQuery(sort="cost", limit=100)),
-        "property values: feature": lambda: store.property_values("feature", START, END),
+            RequestQuery(project=p, filter=slow_gpt4o, limit=100, include_bodies=False)),
+        "sessions, newest 50": lambda: store.sessions(SessionQuery(project=p, limit=50)),
+        "users, top 100 by cost": lambda: store.users(UserQuery(project=p, sort="cost", limit=100)),
+        "property values: feature": lambda: store.property_values("feature", project=p, start=START, end=END),
     }
 
 

@@ -22,6 +22,7 @@ from .api import api_routes
 from .errors import Overloaded
 from .pricing import parse_overrides
 from .auth import KeyCache
+from .budgets import BudgetCache
 from .proxy.handler import Proxy
 from .proxy.metrics import ProxyMetrics
 from .proxy.context import Receive, Scope, Send
@@ -32,6 +33,7 @@ from .retention import RetentionRunner
 from .settings import Settings
 from .state import open_state
 from .storage import Store, StoreUnavailable, open_store
+from .vault import ProviderKeys, VaultError, known_providers
 
 log = logging.getLogger("heliograph")
 
@@ -57,6 +59,7 @@ class Heliograph:
         self.store: Store = open_store(settings.db_url)
         self.registry = CollectorRegistry()
         self.keys = KeyCache(self.store.active_keys)
+        self.budgets = BudgetCache(self.store.list_budgets, self.store.budget_spend)
         self.recorder = Recorder(
             self.store.insert_requests, Journal(settings.journal_path),
             overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
@@ -66,8 +69,10 @@ class Heliograph:
                                 timeout=settings.redis_timeout_ms / 1000)
         self.ids = RequestIds(self.store.request_exists)
         self.proxy_metrics = ProxyMetrics(self.registry)
+        # Provider keys projects store, decrypted in memory: the proxy reads them, never the store.
+        self.provider_keys = ProviderKeys(self.store, settings.secret_key, known_providers(settings.upstreams))
         self.proxy = Proxy(settings, self.keys, self.recorder.submit, self.proxy_metrics, self.state,
-                           self.ids)
+                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of)
         self.in_flight = 0
         self.max_in_flight = settings.max_in_flight or sys.maxsize
         Gauge("heliograph_in_flight", "Proxied requests in progress (max_in_flight bounds it).",
@@ -92,7 +97,7 @@ class Heliograph:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
-            *api_routes(self.store, self.keys, self.recorder.submit, self.ids),
+            *api_routes(self.store, self.keys, self.recorder.submit, self.ids, provider_keys=self.provider_keys),
         ])
         self._tasks: list[asyncio.Task[None]] = []
         self._ping: asyncio.Future[None] | None = None
@@ -145,10 +150,19 @@ class Heliograph:
         await asyncio.to_thread(self.store.migrate)
         await self.state.check()
         await self.keys.reload()
+        await self.budgets.reload()
+        try:
+            await self.provider_keys.reload()
+        except VaultError as exc:       # a secret key too short to be one
+            raise StartupError(str(exc)) from None
+        if self.provider_keys.problem:  # stored keys and no secret key, or not the one they were stored with
+            raise StartupError(self.provider_keys.problem)
         await self.proxy.start()
         self.recorder.start()
         self.retention.start()
         self._tasks.append(asyncio.create_task(self.keys.run_reloads()))
+        self._tasks.append(asyncio.create_task(self.budgets.run_reloads()))
+        self._tasks.append(asyncio.create_task(self.provider_keys.run_reloads()))
 
     async def shutdown(self) -> None:
         for task in self._tasks:

@@ -37,6 +37,7 @@ import aiohttp
 import click
 import uvicorn
 
+from .auth import DEFAULT_PROJECT
 from .app import create_app
 from .export import build_filter
 from .keys import NewKey, create_key
@@ -248,7 +249,8 @@ def _wait_recorded(store: Store, key_id: str, ids: list[str], since: str, wait: 
     wanted, node = set(ids), build_filter(since=since)
     deadline = time.monotonic() + wait
     while True:
-        stored = sum(1 for row in store.iter_requests(node) if row["id"] in wanted and row["key_id"] == key_id)
+        stored = sum(1 for row in store.iter_requests(node, project=DEFAULT_PROJECT)
+                     if row["id"] in wanted and row["key_id"] == key_id)
         if stored >= len(wanted) or time.monotonic() > deadline:
             return stored
         time.sleep(0.1)

@@ -7,6 +7,7 @@
     ├── NotFound (404)                no provider under this path
     ├── RequestTimeout (408)          the client stopped sending its request; the connection is closed
     ├── PayloadTooLarge (413)         a body over max_request_body_bytes; the connection is closed
+    ├── BudgetExceeded (429)          a budget that applies is spent; names it and when it resets
     ├── Overloaded (503)              max_in_flight calls already in flight: refused at once, Retry-After
     ├── UpstreamUnavailable (502)     connection to the provider failed or broke
     └── UpstreamTimeout (504)         the provider did not answer in time
@@ -85,6 +86,19 @@ class PayloadTooLarge(GatewayError):
     anthropic_type = "request_too_large"
     code = "request_too_large"
     close_connection = True
+
+
+class BudgetExceeded(GatewayError):
+    """Refused before the upstream: the SDK is told not to retry (`x-should-retry: false`), as only
+    the period's end helps."""
+    status = 429
+    openai_type = "insufficient_quota"
+    anthropic_type = "rate_limit_error"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Overloaded(GatewayError):

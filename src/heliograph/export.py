@@ -70,9 +70,9 @@ def build_filter(filter_json: str | None = None, *, since: str | None = None, un
     return node
 
 
-def records(store: Store, node: Node = ALL, *, with_bodies: bool = False,
+def records(store: Store, node: Node = ALL, *, project: str, with_bodies: bool = False,
             limit: int | None = None) -> Iterator[dict[str, Any]]:
-    for row in store.iter_requests(node, with_bodies=with_bodies, limit=limit):
+    for row in store.iter_requests(node, project=project, with_bodies=with_bodies, limit=limit):
         record = render_request(row)
         if not with_bodies:
             for name in BODY_FIELDS:
@@ -114,10 +114,10 @@ def write_csv(rendered: Iterable[dict[str, Any]], out: IO[bytes], *, with_bodies
     return count
 
 
-def export(store: Store, out: IO[bytes], fmt: Format, node: Node = ALL, *, with_bodies: bool = False,
+def export(store: Store, out: IO[bytes], fmt: Format, node: Node = ALL, *, project: str, with_bodies: bool = False,
            limit: int | None = None) -> int:
-    """Write every matching record to `out`; returns how many."""
-    rendered = records(store, node, with_bodies=with_bodies, limit=limit)
+    """Write every matching record of `project` to `out`; returns how many."""
+    rendered = records(store, node, project=project, with_bodies=with_bodies, limit=limit)
     if fmt == "csv":
         return write_csv(rendered, out, with_bodies=with_bodies)
     return write_jsonl(rendered, out)

@@ -142,6 +142,10 @@ SETTINGS: tuple[Setting, ...] = (
             "allows year-over-year comparisons; rollups (analytics) are kept beyond it."),
     Setting("retention_interval_seconds", _positive, 300.0,
             "Seconds between two retention passes of a running gateway (`heliograph db prune` runs one now)."),
+    Setting("secret_key", str, "",
+            "Encrypts the provider keys projects store in the database (`heliograph provider-keys`): a Fernet key "
+            "(used as is) or any passphrase of 16 characters or more (stretched with scrypt). Needed to store one, "
+            "and to start once any is stored; the same value on every gateway of a database.", secret=True),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -179,6 +183,7 @@ class Settings:
     body_retention_days: float = 30.0
     metrics_retention_days: float = 400.0
     retention_interval_seconds: float = 300.0
+    secret_key: str = ""
     upstreams: Mapping[str, str] = field(default_factory=dict)
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -195,6 +200,7 @@ class Settings:
         """The resolved values, secrets masked, for `heliograph config show`."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["provider_keys"] = {k: "****" for k in self.provider_keys}
+        values |= {s.name: "****" for s in SETTINGS if s.secret and values[s.name]}
         values["db_url"] = _mask_url_password(self.db_url)
         values["redis_url"] = _mask_url_password(self.redis_url)
         return values

@@ -9,7 +9,8 @@ What varies, with fixed weights so that runs are comparable (seeded):
 * status 200 for 94 %, then 429, 500, 400, 503 and 0 (no answer);
 * 5,000 users with a Zipf-like share (15 % of requests have none), 35 % of requests in sessions of
   2–20 requests following agent-like paths, request names, 2–4 properties per request;
-* times spread evenly over the last `days` days, written oldest first (the recorder's order).
+* times spread evenly over the last `days` days, written oldest first (the recorder's order);
+* all in one project (`default` unless asked), as if sent with that project's keys.
 
 Bodies are drawn from a small pool of realistic chat requests and responses, compressed once.
 """
@@ -113,7 +114,7 @@ class _Traffic:
             self.sessions.pop()
         return session[0], session[1], path
 
-    def row(self, at: int) -> dict[str, Any]:
+    def row(self, at: int, project: str = "default") -> dict[str, Any]:
         rnd = self.rnd
         provider, model, prompt_price, completion_price, median = rnd.choices(self.models, cum_weights=self.model_weights)[0]
         status = 200 if rnd.random() < 0.94 else rnd.choices(ERROR_STATUSES, ERROR_WEIGHTS)[0]
@@ -162,14 +163,15 @@ class _Traffic:
             "gateway_overhead_ms": round(rnd.uniform(0.2, 0.9), 3), "streamed": streamed, "partial": False,
             "error": None if status == 200 else ("upstream_unavailable" if status == 0 else f"http_{status}"),
             "cache_enabled": cache_hit, "cache_reference_id": str(uuid.UUID(int=rnd.getrandbits(128))) if cache_hit else None,
-            "prompt_id": None, "prompt_version": None, "attempts": "[]", "fallback_index": None, "project_id": "default",
+            "prompt_id": None, "prompt_version": None, "attempts": "[]", "fallback_index": None, "project_id": project,
             "request_body": request_body, "response_body": response_body,
         }
 
 
 def generate(store: Store, rows: int, *, days: float = 30.0, end_ms: int | None = None, seed: int = 0,
-             batch_size: int = 5000, progress: Callable[[int], None] | None = None) -> Generated:
-    """Write `rows` synthetic records spread evenly over the `days` before `end_ms` (default now)."""
+             batch_size: int = 5000, progress: Callable[[int], None] | None = None,
+             project: str = "default") -> Generated:
+    """Write `rows` synthetic records of `project` spread evenly over the `days` before `end_ms` (default now)."""
     traffic = _Traffic(seed)
     end = int(time.time() * 1000) if end_ms is None else end_ms
     span = days * 86_400_000
@@ -179,7 +181,8 @@ def generate(store: Store, rows: int, *, days: float = 30.0, end_ms: int | None 
     while written < rows:
         count = min(batch_size, rows - written)
         # Evenly spaced with jitter, never out of order: the recorder writes oldest first too.
-        batch = [traffic.row(int(start + (written + i + traffic.rnd.random()) * span / rows)) for i in range(count)]
+        batch = [traffic.row(int(start + (written + i + traffic.rnd.random()) * span / rows), project)
+                 for i in range(count)]
         store.insert_requests(batch)
         written += count
         if progress is not None:

@@ -25,6 +25,7 @@ from ..auth import KeyCache, KeyExpired
 from ..recording.ids import RequestIds
 from ..recording.record import RawRecord
 from ..storage import FilterError, Store, StoreUnavailable
+from ..vault import ProviderKeys
 
 log = logging.getLogger("heliograph.api")
 
@@ -113,19 +114,24 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None,
-            ids: RequestIds | None = None) -> Starlette:
-    """`submit`: the recorder's, for async logging (without it those routes answer 503)."""
+            ids: RequestIds | None = None, provider_keys: ProviderKeys | None = None) -> Starlette:
+    """`submit`: the recorder's, for async logging (without it those routes answer 503);
+    `provider_keys`: the gateway's (without it, one with no secret key: nothing can be stored)."""
     from .access import access_routes
     from .analytics import analytics_routes
     from .asynclog import async_log_routes
+    from .budgets import budget_routes
     from .erasure import erasure_routes
     from .openapi import document_scopes, openapi_route
+    from .provider_keys import provider_key_routes
     from .requests import request_routes
     from .sessions import session_routes
 
     routes: list[BaseRoute] = [*request_routes(store, keys)]
     routes += [*async_log_routes(keys, submit, ids), *erasure_routes(store, keys)]
     routes += [*analytics_routes(store, keys), *session_routes(store, keys), *access_routes(store, keys)]
+    routes += provider_key_routes(store, keys, provider_keys)
+    routes += budget_routes(store, keys)
     document_scopes([(PREFIX + _CONVERTER.sub("}", route.path), method, route.endpoint.scope)
                      for route in routes if isinstance(route, Route) and hasattr(route.endpoint, "scope")
                      for method in route.methods or () if method != "HEAD"])
@@ -136,8 +142,8 @@ def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | 
 
 
 def api_routes(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | None = None,
-               ids: RequestIds | None = None) -> list[BaseRoute]:
-    return [Mount(PREFIX, app=api_app(store, keys, submit, ids))]
+               ids: RequestIds | None = None, provider_keys: ProviderKeys | None = None) -> list[BaseRoute]:
+    return [Mount(PREFIX, app=api_app(store, keys, submit, ids, provider_keys))]
 
 
 def mounted_routes(app: Starlette) -> list[tuple[str, set[str]]]:

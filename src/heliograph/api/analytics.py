@@ -82,7 +82,7 @@ def parse_int(body: Mapping[str, Any], name: str, default: int, low: int, high: 
     return value
 
 
-def parse_analytics(body: Mapping[str, Any]) -> AnalyticsQuery:
+def parse_analytics(body: Mapping[str, Any], *, project: str) -> AnalyticsQuery:
     node = parse_filter(body.get("filter", "all"))
     start, end = parse_time_filter(body.get("timeFilter"), DAY_MS)
     bucket = body.get("bucket", "hour")
@@ -98,7 +98,8 @@ def parse_analytics(body: Mapping[str, Any]) -> AnalyticsQuery:
         raise ApiError(f"'groupBy' must be null, one of {', '.join(GROUPS)}, or \"property:<key>\"; got {group_by!r}.")
     if isinstance(group_by, str) and group_by.startswith(PROPERTY_GROUP):
         group_by = group_by.lower()      # property keys are stored lower-cased
-    return AnalyticsQuery(start, end, node, bucket, group_by, parse_int(body, "limit", 100, 1, MAX_GROUPS))
+    return AnalyticsQuery(start, end, node, bucket, group_by, parse_int(body, "limit", 100, 1, MAX_GROUPS),
+                          project=project)
 
 
 def render_analytics(query: AnalyticsQuery, result: dict[str, Any]) -> dict[str, Any]:
@@ -120,13 +121,14 @@ def _query_times(request: Request) -> tuple[int, int]:
 
 def analytics_routes(store: Store, keys: KeyCache) -> list[Route]:
     async def analytics(request: Request) -> Response:
-        query = parse_analytics(await json_object(request, empty_ok=True))
+        query = parse_analytics(await json_object(request, empty_ok=True), project=request.state.key.project_id)
         result = await asyncio.to_thread(store.analytics, query)
         return envelope(render_analytics(query, result))
 
     async def property_keys(request: Request) -> Response:
         start, end = _query_times(request)
-        return envelope(await asyncio.to_thread(store.property_keys, start, end))
+        return envelope(await asyncio.to_thread(store.property_keys, project=request.state.key.project_id,
+                                                start=start, end=end))
 
     async def property_values(request: Request) -> Response:
         key: str = request.path_params["key"]
@@ -134,7 +136,8 @@ def analytics_routes(store: Store, keys: KeyCache) -> list[Route]:
             raise ApiError(f"A property key must be non-empty text, got {key!r}.")
         start, end = _query_times(request)
         limit = parse_int(dict(request.query_params), "limit", 100, 1, MAX_GROUPS)
-        return envelope(await asyncio.to_thread(store.property_values, key, start, end, limit))
+        return envelope(await asyncio.to_thread(store.property_values, key, project=request.state.key.project_id,
+                                                start=start, end=end, limit=limit))
 
     def route(path: str, handler: Callable[[Request], Any], method: str) -> Route:
         return Route(path, authenticated(keys, handler, scope="read"), methods=[method])

@@ -27,7 +27,7 @@ def erasure_routes(store: Store, keys: KeyCache) -> list[Route]:
         if not user_id or len(user_id) > MAX_USER_ID_LENGTH or "\x00" in user_id:
             raise ApiError(f"A user id must be 1 to {MAX_USER_ID_LENGTH} characters without NUL.")
         actor = f"key:{request.state.key_id}"
-        erasure = await asyncio.to_thread(store.erase_user, user_id, actor=actor)
+        erasure = await asyncio.to_thread(store.erase_user, user_id, project=request.state.key.project_id, actor=actor)
         return envelope({"subject": erasure.subject, "deleted": erasure.deleted,
                          "total": sum(erasure.deleted.values())})
 

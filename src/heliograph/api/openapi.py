@@ -260,6 +260,69 @@ SCHEMAS["Key"] = {"type": "object", "properties": {
     "revoked_at": {"type": ["string", "null"], "format": "date-time"}}}
 SCHEMAS["NewKey"] = {"type": "object", "properties": {**_KEY_FIELDS, "key": {"type": "string"}}}
 
+SCHEMAS["Budget"] = {"type": "object", "properties": {
+    "id": {"type": "string"}, "project_id": {"type": "string"}, "target": {"enum": ["key", "project", "user"]},
+    "key": {"type": "string", "description": "target key: the key's id"}, "key_name": {"type": ["string", "null"]},
+    "user": {"type": "string", "description": "target user: the user id (Helicone-User-Id, else the body's `user`)"},
+    "usd": {"type": "number"}, "period": {"enum": ["day", "week", "month"]},
+    "created_at": {"type": "string", "format": "date-time"},
+    "period_start": {"type": "string", "format": "date-time", "description": "UTC; a week starts on Monday"},
+    "resets_at": {"type": "string", "format": "date-time"},
+    "spend": {"type": "number", "description": "USD recorded this period (unpriced calls count 0)"},
+    "remaining": {"type": "number", "description": "USD left this period, never below 0"},
+    "unpriced_calls": {"type": "integer", "description": "calls this period whose model has no known price"}}}
+_NO_BUDGET = {"404": {"description": "No such budget in this key's project.", "content": {JSON: {"schema": ref("Error")}}}}
+PATHS["/api/v1/budgets"] = {
+    "post": {"summary": "Set the budget of a key, this project or a user of this project for a period (UTC); "
+                        "setting it again replaces the amount. Over budget, proxied calls get a 429 with "
+                        "X-Helicone-Error: budget_exceeded, before the provider is called.",
+             "security": SECURITY,
+             "requestBody": _body({"type": "object", "required": ["target", "usd", "period"], "properties": {
+                 "target": {"enum": ["key", "project", "user"]},
+                 "key": {"type": "string", "description": "target key: its id or name (in this project)"},
+                 "user": {"type": "string", "description": "target user: the user id"},
+                 "usd": {"type": "number", "exclusiveMinimum": 0},
+                 "period": {"enum": ["day", "week", "month"]}}},
+                 {"target": "user", "user": "alice", "usd": 5, "period": "day"}),
+             "responses": {**_ok(ref("Budget"), "The budget, with its spend this period.", "201"),
+                           **_errors("400", "401", "403", "503")}},
+    "get": {"summary": "This project's budgets, with the spend recorded this period, what remains, when each "
+                       "resets and how many calls were unpriced.", "security": SECURITY,
+            "responses": {**_ok({"type": "array", "items": ref("Budget")}, "Budgets, oldest first."),
+                          **_errors("401", "403", "503")}}}
+PATHS["/api/v1/budgets/{budget_id}"] = {"delete": {
+    "summary": "Delete a budget of this project (every gateway stops enforcing it within 5 s).", "security": SECURITY,
+    "parameters": [{"name": "budget_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+    "responses": {**_ok({"type": "object"}, "Deleted."), **_errors("401", "403", "503"), **_NO_BUDGET}}}
+
+SCHEMAS["ProviderKey"] = {"type": "object", "properties": {
+    "provider": {"type": "string"},
+    "fingerprint": {"type": "string", "description": "first 3 and last 4 characters, e.g. sk-…abcd; the key "
+                                                     "itself is never returned"},
+    "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}}
+_PROVIDER = {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "openai, anthropic, azure or another provider of the route table (a 400 lists them)"}
+_NO_PROVIDER_KEY = {"404": {"description": "This project holds no key for the provider.",
+                            "content": {JSON: {"schema": ref("Error")}}}}
+PATHS["/api/v1/provider-keys"] = {"get": {
+    "summary": "The provider keys the gateway holds for this project: fingerprints only.", "security": SECURITY,
+    "responses": {**_ok({"type": "array", "items": ref("ProviderKey")}, "By provider."),
+                  **_errors("401", "403", "503")}}}
+PATHS["/api/v1/provider-keys/{provider}"] = {
+    "put": {"summary": "Store (or replace) this project's key for a provider, encrypted with the gateway's "
+                       "secret_key. The project's calls that carry no credential of their own use it, before "
+                       "the deployment's HELIOGRAPH_PROVIDER_KEY_<PROVIDER>; so do cross-provider fallbacks and "
+                       "semantic-cache embeddings (openai).",
+            "security": SECURITY, "parameters": [_PROVIDER],
+            "requestBody": _body({"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}},
+                                 {"key": "sk-proj-0123456789abcdef"}),
+            "responses": {**_ok(ref("ProviderKey"), "Stored; only its fingerprint is answered."),
+                          **_errors("400", "401", "403", "503")}},
+    "delete": {"summary": "Delete this project's key for a provider (every gateway stops using it within 5 s).",
+               "security": SECURITY, "parameters": [_PROVIDER],
+               "responses": {**_ok({"type": "object"}, "Deleted."), **_errors("400", "401", "403", "503"),
+                             **_NO_PROVIDER_KEY}}}
+
 # Analytics, sessions, users and properties are documented beside their handlers.
 PATHS.update(ANALYTICS_PATHS)
 SCHEMAS.update(ANALYTICS_SCHEMAS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -59,7 +60,7 @@ def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def parse_query_body(body: Mapping[str, Any]) -> RequestQuery:
+def parse_query_body(body: Mapping[str, Any], *, project: str) -> RequestQuery:
     """Helicone's RequestQueryParams; unknown members (isPartOfExperiment…) are ignored."""
     node: Node = parse_filter(body.get("filter", "all"))
     columns = FILTER_TABLES["request_response_rmt"]
@@ -68,7 +69,7 @@ def parse_query_body(body: Mapping[str, Any]) -> RequestQuery:
         node = _and(node, Condition(columns["cached"], "equals", True))
     if _flag(body, "isScored", False):
         node = _and(node, Condition(columns["scored"], "equals", True))
-    return RequestQuery(filter=node, sort=parse_sort(body.get("sort")),
+    return RequestQuery(project=project, filter=node, sort=parse_sort(body.get("sort")),
                         limit=_int(body, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
                         offset=_int(body, "offset", 0, 0, INT64_MAX),
                         include_bodies=_flag(body, "includeInputs", True))
@@ -147,7 +148,7 @@ async def _update(update: Callable[[str, Any], bool], request_id: str, payload: 
 
 def request_routes(store: Store, keys: KeyCache) -> list[Route]:
     async def query(request: Request) -> Response:
-        parsed = parse_query_body(await json_object(request, empty_ok=True))
+        parsed = parse_query_body(await json_object(request, empty_ok=True), project=request.state.key.project_id)
         rows = await asyncio.to_thread(store.query_requests, parsed)
         rendered = [render_request(row) for row in rows]
         if not parsed.include_bodies:
@@ -158,7 +159,7 @@ def request_routes(store: Store, keys: KeyCache) -> list[Route]:
     async def get_one(request: Request) -> Response:
         request_id = _request_id(request)
         raw_stream = _query_flag(request, "includeRawStream")
-        row = await asyncio.to_thread(store.get_request, request_id)
+        row = await asyncio.to_thread(store.get_request, request_id, project=request.state.key.project_id)
         if row is None:
             raise ApiError(f"No request with id {request_id!r}.", 404)
         return envelope(render_request(row, raw_stream=raw_stream))
@@ -168,15 +169,18 @@ def request_routes(store: Store, keys: KeyCache) -> list[Route]:
         rating = (await json_object(request)).get("rating")
         if not isinstance(rating, bool):
             raise ApiError(f'Send {{"rating": true}} or {{"rating": false}}, got rating {rating!r}.')
-        return await _update(store.set_scores, request_id, {FEEDBACK_SCORE: int(rating)})
+        return await _update(partial(store.set_scores, project=request.state.key.project_id), request_id,
+                             {FEEDBACK_SCORE: int(rating)})
 
     async def score(request: Request) -> Response:
         request_id = _request_id(request)
-        return await _update(store.set_scores, request_id, parse_scores(await json_object(request)))
+        return await _update(partial(store.set_scores, project=request.state.key.project_id), request_id,
+                             parse_scores(await json_object(request)))
 
     async def property_(request: Request) -> Response:
         request_id = _request_id(request)
-        return await _update(store.set_properties, request_id, parse_properties(await json_object(request)))
+        return await _update(partial(store.set_properties, project=request.state.key.project_id), request_id,
+                             parse_properties(await json_object(request)))
 
     def route(path: str, handler: Callable[[Request], Any], method: str, scope: str = "read") -> Route:
         return Route(path, authenticated(keys, handler, scope=scope), methods=[method])

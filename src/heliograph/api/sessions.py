@@ -53,15 +53,15 @@ def _text(body: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def parse_session_query(body: Mapping[str, Any]) -> SessionQuery:
+def parse_session_query(body: Mapping[str, Any], *, project: str) -> SessionQuery:
     start, end = parse_time_filter(body.get("timeFilter"), None)
     sort, descending = _sort(body, SESSION_SORTS, "last_seen")
-    return SessionQuery(start=start, end=end, search=_text(body, "search"), name=_text(body, "nameEquals"),
+    return SessionQuery(project=project, start=start, end=end, search=_text(body, "search"), name=_text(body, "nameEquals"),
                         sort=sort, descending=descending, offset=parse_int(body, "offset", 0, 0, 2**62),
                         limit=parse_int(body, "limit", 100, 1, MAX_LIMIT))
 
 
-def parse_user_query(body: Mapping[str, Any]) -> UserQuery:
+def parse_user_query(body: Mapping[str, Any], *, project: str) -> UserQuery:
     start, end = parse_time_filter(body.get("timeFilter"), None)
     user_ids = body.get("userIds") or []
     if not isinstance(user_ids, list) or not all(isinstance(u, str) and "\x00" not in u for u in user_ids):
@@ -69,7 +69,7 @@ def parse_user_query(body: Mapping[str, Any]) -> UserQuery:
     if len(user_ids) > MAX_USER_IDS:
         raise ApiError(f"'userIds' may list at most {MAX_USER_IDS} ids.")
     sort, descending = _sort(body, USER_SORTS, "last_active")
-    return UserQuery(start=start, end=end, user_ids=tuple(dict.fromkeys(user_ids)), sort=sort, descending=descending,
+    return UserQuery(project=project, start=start, end=end, user_ids=tuple(dict.fromkeys(user_ids)), sort=sort, descending=descending,
                      offset=parse_int(body, "offset", 0, 0, 2**62), limit=parse_int(body, "limit", 100, 1, MAX_LIMIT))
 
 
@@ -92,13 +92,14 @@ def render_tree(node: dict[str, Any]) -> dict[str, Any]:
 
 def session_routes(store: Store, keys: KeyCache) -> list[Route]:
     async def sessions(request: Request) -> Response:
-        query = parse_session_query(await json_object(request, empty_ok=True))
+        query = parse_session_query(await json_object(request, empty_ok=True), project=request.state.key.project_id)
         rows = await asyncio.to_thread(store.sessions, query)
         return envelope([_with_iso(row, _SESSION_TIMES) for row in rows])
 
     async def session(request: Request) -> Response:
         session_id: str = request.path_params["session_id"]
-        found = None if "\x00" in session_id else await asyncio.to_thread(store.session, session_id)
+        found = None if "\x00" in session_id else await asyncio.to_thread(store.session, session_id,
+                                                                           project=request.state.key.project_id)
         if found is None:
             raise ApiError(f"No session with id {session_id!r}.", 404)
         if found["tree"] is not None:
@@ -106,7 +107,7 @@ def session_routes(store: Store, keys: KeyCache) -> list[Route]:
         return envelope(_with_iso(found, _SESSION_TIMES))
 
     async def users(request: Request) -> Response:
-        query = parse_user_query(await json_object(request, empty_ok=True))
+        query = parse_user_query(await json_object(request, empty_ok=True), project=request.state.key.project_id)
         rows = await asyncio.to_thread(store.users, query)
         return envelope([_with_iso(row, _USER_TIMES) for row in rows])
 

@@ -236,8 +236,18 @@ def db_migrate(ctx: click.Context, db_url: str | None) -> None:
     click.echo("Applied: " + ", ".join(applied) if applied else "Up to date.")
 
 
+def _project_id(store: Any, project: str) -> str:
+    """The id of a project named by id or name, for the data commands' --project."""
+    from ..keys import AccessError, resolve_project
+    try:
+        return resolve_project(store, project)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @db.command("generate")
 @click.option("--rows", type=click.IntRange(min=1), required=True, help="How many records to write.")
+@click.option("--project", default="default", show_default=True, help="The project (id or name) they belong to.")
 @click.option("--db", "db_url", help="Database URL.")
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Spread the records evenly over this many days before now.")
@@ -245,17 +255,19 @@ def db_migrate(ctx: click.Context, db_url: str | None) -> None:
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Records per transaction.")
 @click.pass_context
-def db_generate(ctx: click.Context, rows: int, db_url: str | None, days: float, seed: int, batch_size: int) -> None:
+def db_generate(ctx: click.Context, rows: int, project: str, db_url: str | None, days: float, seed: int,
+                batch_size: int) -> None:
     """Write synthetic records (benchmarks, demos) through the recorder's insert path, rollups included."""
     from ..synthetic import generate
     store = _store(ctx, db_url)
+    project_id = _project_id(store, project)
     step = max(batch_size, rows // 20)
 
     def progress(written: int) -> None:
         if written % step < batch_size or written == rows:
             click.echo(f"  {written:,} / {rows:,}", err=True)
 
-    result = generate(store, rows, days=days, seed=seed, batch_size=batch_size, progress=progress)
+    result = generate(store, rows, days=days, seed=seed, batch_size=batch_size, progress=progress, project=project_id)
     click.echo(f"Wrote {result.rows:,} records in {result.seconds:.1f} s ({result.rows_per_second:,.0f} records/s).")
 
 
@@ -289,11 +301,12 @@ def requests_() -> None:
 @click.option("--model", help="Requests for this model.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many (oldest first).")
 @click.option("--with-bodies", is_flag=True, help="Include request and response bodies.")
+@click.option("--project", default="default", show_default=True, help="Export this project's requests (id or name).")
 @click.option("--db", "db_url", help="Database URL.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file [stdout].")
 @click.pass_context
 def requests_export(ctx: click.Context, fmt: str, filter_json: str | None, since: str | None, until: str | None,
-                    user: str | None, model: str | None, limit: int | None, with_bodies: bool,
+                    user: str | None, model: str | None, limit: int | None, with_bodies: bool, project: str,
                     db_url: str | None, output: str | None) -> None:
     """Stream recorded requests as JSON Lines or CSV, oldest first, any number of them."""
     from ..export import Format, build_filter, export
@@ -303,14 +316,15 @@ def requests_export(ctx: click.Context, fmt: str, filter_json: str | None, since
     except FilterError as exc:
         raise click.UsageError(str(exc)) from None
     store = _store(ctx, db_url)
+    project_id = _project_id(store, project)
     kind: Format = "csv" if fmt == "csv" else "jsonl"
     if output:
         with open(output, "wb") as out:
-            count = export(store, out, kind, node, with_bodies=with_bodies, limit=limit)
+            count = export(store, out, kind, node, project=project_id, with_bodies=with_bodies, limit=limit)
     else:
         stdout = sys.stdout.buffer
         try:
-            count = export(store, stdout, kind, node, with_bodies=with_bodies, limit=limit)
+            count = export(store, stdout, kind, node, project=project_id, with_bodies=with_bodies, limit=limit)
             stdout.flush()
         except BrokenPipeError:     # `… | head`: the reader has what it wanted
             sys.stderr.close()
@@ -325,12 +339,15 @@ def users() -> None:
 
 @users.command("erase")
 @click.argument("user_id")
+@click.option("--project", default="default", show_default=True,
+              help="The project (id or name) whose user this is; the same id elsewhere is left alone.")
 @click.option("--db", "db_url", help="Database URL.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def users_erase(ctx: click.Context, user_id: str, db_url: str | None, as_json: bool) -> None:
-    """Delete everything recorded about USER_ID (GDPR erasure); audited under a hash of the id."""
-    erasure = _store(ctx, db_url).erase_user(user_id, actor="cli")
+def users_erase(ctx: click.Context, user_id: str, project: str, db_url: str | None, as_json: bool) -> None:
+    """Delete everything recorded about USER_ID in a project (GDPR erasure); audited under a hash of the id."""
+    store = _store(ctx, db_url)
+    erasure = store.erase_user(user_id, project=_project_id(store, project), actor="cli")
     if as_json:
         click.echo(json.dumps({"subject": erasure.subject, "deleted": erasure.deleted}))
         return
@@ -341,6 +358,179 @@ def users_erase(ctx: click.Context, user_id: str, db_url: str | None, as_json: b
 
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@main.group()
+def budgets() -> None:
+    """USD per day, week or month (UTC) on a key, a project or a user: over it, calls get a 429."""
+
+
+@budgets.command("set")
+@click.option("--key", help="The key (id or name) the budget is for.")
+@click.option("--project", help="The project (id or name) the budget is for; with --user or --key, the project "
+                                "they are in [default for --user].")
+@click.option("--user", help="The user id (Helicone-User-Id, else the body's `user`) the budget is for.")
+@click.option("--usd", required=True, help="The amount in USD, more than 0.")
+@click.option("--per", "period", type=click.Choice(["day", "week", "month"]), required=True,
+              help="The period, in UTC; a week starts on Monday 00:00.")
+@click.option("--db", "db_url", help="Database URL.")
+@click.pass_context
+def budgets_set(ctx: click.Context, key: str | None, project: str | None, user: str | None, usd: str, period: str,
+                db_url: str | None) -> None:
+    """Set a budget (again: replace its amount); running gateways enforce it within 5 s."""
+    from ..budgets import BudgetError, parse_usd, resolve_key, statuses
+    if key is not None and user is not None:
+        raise click.UsageError("give --key or --user, not both")
+    if key is None and user is None and project is None:
+        raise click.UsageError("give what the budget is for: --key NAME_OR_ID, --project P or --user ID [--project P]")
+    try:
+        amount = parse_usd(usd)
+    except BudgetError as exc:
+        raise click.BadParameter(str(exc), param_hint="--usd") from None
+    store = _store(ctx, db_url)
+    project_id = _project_id(store, project or "default") if project is not None or user is not None else None
+    if key is not None:
+        try:
+            found = resolve_key(store.list_keys(project=project_id), key)
+        except BudgetError as exc:
+            raise click.ClickException(f"{exc}{f' in project {project}' if project else ''} "
+                                       "(see 'heliograph keys list')") from None
+        kind, target, project_id = "key", str(found["id"]), str(found["project_id"])
+    elif user is not None:
+        if not user.strip():
+            raise click.BadParameter("a user id cannot be empty", param_hint="--user")
+        kind, target = "user", user
+    else:
+        kind, target = "project", str(project_id)
+    assert project_id is not None
+    shown = statuses([store.set_budget(project_id, kind, target, amount, period)], store.budget_spend)[0]
+    click.echo(f"Budget {shown['id']}: {_budget_line(shown)}.")
+    click.echo("Running gateways enforce it within 5 s.")
+
+
+@budgets.command("list")
+@click.option("--project", help="Only this project's budgets (id or name) [all].")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def budgets_list(ctx: click.Context, project: str | None, db_url: str | None, as_json: bool) -> None:
+    """Budgets with the spend recorded this period, what remains, when each resets, and unpriced calls."""
+    from ..budgets import statuses
+    store = _store(ctx, db_url)
+    project_id = _project_id(store, project) if project is not None else None
+    shown = statuses(store.list_budgets(project=project_id), store.budget_spend)
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    if not shown:
+        click.echo("No budgets. Set one with: heliograph budgets set --project default --usd 50 --per month")
+    for budget in shown:
+        click.echo(f"{budget['id']}  {_budget_line(budget)}")
+
+
+@budgets.command("delete")
+@click.argument("budget_id")
+@click.option("--db", "db_url", help="Database URL.")
+@click.pass_context
+def budgets_delete(ctx: click.Context, budget_id: str, db_url: str | None) -> None:
+    """Delete a budget by id ('heliograph budgets list' shows them)."""
+    if not _store(ctx, db_url).delete_budget(budget_id):
+        raise click.ClickException(f"no budget {budget_id!r} (see 'heliograph budgets list')")
+    click.echo(f"Deleted budget {budget_id}; running gateways stop enforcing it within 5 s.")
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    from ..budgets import usd_text
+    project = f"project {budget['project_id']}"
+    if budget["target"] == "key":
+        key = f"{budget['key_name']} ({budget['key']})" if budget["key_name"] else budget["key"]
+        target = f"key {key} in {project}"
+    else:
+        target = f"user {budget['user']!r} in {project}" if budget["target"] == "user" else project
+    unpriced = f", {budget['unpriced_calls']} unpriced calls" if budget["unpriced_calls"] else ""
+    return (f"${usd_text(budget['usd'])} per {budget['period']} on {target}: "
+            f"spent ${budget['spend']:.6f}, ${budget['remaining']:.6f} left, resets {budget['resets_at']}{unpriced}")
+
+
+
+@main.group("provider-keys")
+def provider_keys() -> None:
+    """Provider keys the gateway holds for a project, so its applications send only their Heliograph key.
+
+    Encrypted in the database with secret_key (HELIOGRAPH_SECRET_KEY); only fingerprints are ever shown.
+    A request's own provider credential always wins; HELIOGRAPH_PROVIDER_KEY_<PROVIDER> comes after."""
+
+
+def _provider_keys(ctx: click.Context, db_url: str | None) -> Any:
+    from ..vault import ProviderKeys, known_providers
+    settings = _settings(ctx, db_url=db_url)
+    return ProviderKeys(_store(ctx, db_url), settings.secret_key, known_providers(settings.upstreams))
+
+
+@provider_keys.command("set")
+@click.option("--provider", required=True, help="openai, anthropic, azure or another provider of the route table.")
+@click.option("--project", default="default", show_default=True, help="The project (id or name).")
+@click.option("--db", "db_url", help="Database URL.")
+@click.pass_context
+def provider_keys_set(ctx: click.Context, provider: str, project: str, db_url: str | None) -> None:
+    """Store (or replace) a project's key for a provider, read from stdin or typed at a hidden prompt.
+
+    The key is never taken as an argument: it would stay in the shell history and show in the
+    process list. Pipe it in (heliograph provider-keys set --provider openai < key.txt) or type it."""
+    from ..vault import VaultError
+    vault = _provider_keys(ctx, db_url)
+    project_id = _project_id(vault.store, project)
+    try:
+        vault.check_can_store(provider)     # before asking for the key
+        if sys.stdin.isatty():
+            secret = click.prompt(f"{provider} key for project {project}", hide_input=True, err=True)
+        else:
+            secret = sys.stdin.read()
+        row = vault.put(provider, secret, project=project_id)
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Stored the {provider} key {row['fingerprint']} for project {project_id}; running gateways use it "
+               "within 5 s for the project's calls that carry no credential of their own.")
+
+
+@provider_keys.command("list")
+@click.option("--project", default="default", show_default=True, help="The project (id or name).")
+@click.option("--db", "db_url", help="Database URL.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def provider_keys_list(ctx: click.Context, project: str, db_url: str | None, as_json: bool) -> None:
+    """List a project's provider keys: fingerprints (sk-…abcd), never the keys."""
+    vault = _provider_keys(ctx, db_url)
+    project_id = _project_id(vault.store, project)
+    rows = vault.fingerprints(project=project_id)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"No provider keys held for project {project_id}. Store one with: "
+                   f"heliograph provider-keys set --provider openai --project {project}")
+    for row in rows:
+        click.echo(f"{row['provider']:<12} {row['fingerprint']:<12} stored {_when(row['created_at'])}"
+                   f"  updated {_when(row['updated_at'])}")
+
+
+@provider_keys.command("delete")
+@click.option("--provider", required=True, help="The provider whose key to delete.")
+@click.option("--project", default="default", show_default=True, help="The project (id or name).")
+@click.option("--db", "db_url", help="Database URL.")
+@click.pass_context
+def provider_keys_delete(ctx: click.Context, provider: str, project: str, db_url: str | None) -> None:
+    """Delete a project's key for a provider; running gateways stop using it within 5 s."""
+    from ..vault import VaultError
+    vault = _provider_keys(ctx, db_url)
+    project_id = _project_id(vault.store, project)
+    try:
+        deleted = vault.delete(provider, project=project_id)
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not deleted:
+        raise click.ClickException(f"project {project_id} holds no {provider} key")
+    click.echo(f"Deleted the {provider} key of project {project_id}.")
 
 
 if __name__ == "__main__":

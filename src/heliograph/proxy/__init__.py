@@ -15,13 +15,15 @@ the only place response headers are built, for answers, cache hits and errors al
                       and skips everything below but the record                  (caching.py)
     4. rate limit     only with Helicone-RateLimit-Policy: take from the bucket or answer 429
                                                                                   (limiting.py)
-    5. forward        the upstream call with timeouts; retries and fallbacks, all before the
+    5. budget         only in a project with budgets: the key's, the project's and the user's
+                      spend this period, one state read; a spent one answers 429  (budgets.py)
+    6. forward        the upstream call with timeouts; retries and fallbacks, all before the
                       first byte reaches the client                               (forward.py)
-    6. relay          status, headers and body back untouched; streams teed chunk by chunk,
+    7. relay          status, headers and body back untouched; streams teed chunk by chunk,
                       the injected usage-only chunk removed, a fallback in the other API family
                       translated back                                             (relay.py, translate*.py)
-    7. finish         exactly one RawRecord per call, in `finally`, put_nowait to the recorder;
-                      then, off the client's path, the cache save and a cent-limit charge
+    8. finish         exactly one RawRecord per call, in `finally`, put_nowait to the recorder;
+                      then, off the client's path, the cache save, a cent-limit and a budget charge
 
 A stage nobody asked for costs a dictionary lookup. Nothing here parses a body it does not need,
 and nothing here touches the store.

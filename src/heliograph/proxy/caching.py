@@ -60,8 +60,9 @@ class Embedder:
     async def embed(self, session: aiohttp.ClientSession, text: str, credential: str | None) -> list[float]:
         secret = credential or (f"Bearer {self.key}" if self.key else None)
         if secret is None:
-            raise BadRequest("Semantic caching needs an embeddings key: send the provider's Authorization header "
-                             "or set HELIOGRAPH_PROVIDER_KEY_OPENAI.")
+            raise BadRequest("Semantic caching needs an embeddings key: send the provider's Authorization header, "
+                             "set HELIOGRAPH_PROVIDER_KEY_OPENAI, or store an OpenAI key for the project "
+                             "('heliograph provider-keys set --provider openai').")
         body = orjson.dumps({"model": self.model, "input": text, "dimensions": EMBEDDING_DIMENSIONS,
                              "encoding_format": "float"})
         # Any failure here makes the lookup a miss: the call itself can still be answered.

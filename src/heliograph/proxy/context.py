@@ -19,6 +19,7 @@ from ..errors import GatewayError
 from ..recording.record import RawRecord
 
 if TYPE_CHECKING:
+    from .budgets import BudgetPlan
     from .caching import CachePlan
     from .forward import RetryPolicy, Target
     from .limiting import LimitPlan
@@ -54,6 +55,7 @@ class Call:
     cache_url: str = ""
     cache_plan: CachePlan | None = None
     limit_plan: LimitPlan | None = None
+    budget_plan: BudgetPlan | None = None                     # the counters to charge once answered
     upstream_headers: list[Header] | None = None              # of an answer that may be cached
     headers: list[Header] = field(default_factory=list)       # response headers added by stages
     responded: bool = False

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -185,9 +185,19 @@ async def _with_retries(session: aiohttp.ClientSession, method: str, target: Tar
 
 # -- building the alternatives ------------------------------------------------------------------
 
+def credential_header(provider: routes.Provider, secret: str) -> tuple[str, str]:
+    """How `provider` takes a key: Anthropic's x-api-key, Azure's api-key, everyone else's Bearer."""
+    if provider.family == "anthropic":
+        return "x-api-key", secret
+    if provider.name == "azure":
+        return "api-key", secret
+    return "authorization", f"Bearer {secret}"
+
+
 def seed_fallbacks(raw: str, primary: Target, providers: dict[str, routes.Provider],
-                   provider_keys: dict[str, str], client_usage: bool) -> list[Target]:
-    """Targets for `Helicone-Fallback: [{"model": …, "provider": …}, …]`."""
+                   provider_keys: Mapping[str, str], client_usage: bool) -> list[Target]:
+    """Targets for `Helicone-Fallback: [{"model": …, "provider": …}, …]`; another provider than the
+    primary's is called with the key the gateway holds for it (the project's, else the deployment's)."""
     items = _json_list(raw, "Helicone-Fallback")
     family = primary.provider.family
     path = primary.url.split("?", 1)[0]
@@ -213,7 +223,7 @@ def seed_fallbacks(raw: str, primary: Target, providers: dict[str, routes.Provid
 
 
 def _alternative(index: int, model: str, provider: routes.Provider, primary: Target, body: dict[str, Any],
-                 provider_keys: dict[str, str], client_usage: bool) -> Target:
+                 provider_keys: Mapping[str, str], client_usage: bool) -> Target:
     from . import translate
 
     headers = list(primary.headers)
@@ -221,10 +231,11 @@ def _alternative(index: int, model: str, provider: routes.Provider, primary: Tar
         secret = provider_keys.get(provider.name)
         if secret is None:
             raise BadRequest(f"Helicone-Fallback[{index}] goes to {provider.name}, which needs a gateway-held key: "
-                             f"set HELIOGRAPH_PROVIDER_KEY_{provider.name.upper()}.")
+                             f"set HELIOGRAPH_PROVIDER_KEY_{provider.name.upper()}, or store one for the project "
+                             f"with 'heliograph provider-keys set --provider {provider.name}'.")
         headers = [(k, v) for k, v in headers if k.lower() not in ("authorization", "x-api-key", "api-key",
                                                                     "accept-encoding")]
-        headers.append(("x-api-key", secret) if provider.family == "anthropic" else ("authorization", f"Bearer {secret}"))
+        headers.append(credential_header(provider, secret))
     translated = provider.family != primary.provider.family
     try:
         if not translated:

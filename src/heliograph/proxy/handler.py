@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
-from ..errors import BadRequest, GatewayError, NotFound, PayloadTooLarge, RequestTimeout, UpstreamTimeout
+from ..budgets import BudgetCache
+from ..errors import (BadRequest, BudgetExceeded, GatewayError, NotFound, PayloadTooLarge, RequestTimeout,
+                      UpstreamTimeout)
 from ..pricing import parse_overrides
 from ..recording.ids import RequestIds, new_request_id
 from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
 from ..settings import Settings
 from ..state import State
-from . import caching, limiting, routes
+from . import budgets, caching, limiting, routes
 from . import forward as forward_
 from ..auth import DEFAULT_PROJECT, KEY_PREFIX, KeyCache, KeyInfo
 from .metrics import ProxyMetrics
@@ -33,11 +35,15 @@ HOP_BY_HOP = frozenset({
     b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"accept-encoding",
 })
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key", b"api-key")
+PREFIX_BYTES = KEY_PREFIX.encode()
 # Encodings the recorder can undo to read usage; others are not offered upstream.
 ACCEPTED_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
 USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
+NO_KEYS: Mapping[str, str] = {}
 # allow_unauthenticated on loopback: calls without Helicone-Auth go to the default project.
 ANONYMOUS = KeyInfo("", DEFAULT_PROJECT, "proxy")
+# Refusals named in X-Helicone-Error, as Helicone names them.
+SIGNALLED_ERRORS = frozenset({"rate_limited", "budget_exceeded"})
 
 
 @dataclass(slots=True)
@@ -48,9 +54,13 @@ class Route:
 
 class Proxy:
     def __init__(self, settings: Settings, keys: KeyCache, submit: Callable[[RawRecord], None],
-                 metrics: ProxyMetrics, state: State, ids: RequestIds | None = None) -> None:
+                 metrics: ProxyMetrics, state: State, ids: RequestIds | None = None,
+                 budgets: BudgetCache | None = None,
+                 project_keys: Callable[[str], Mapping[str, str]] | None = None) -> None:
         self.providers = routes.with_overrides(dict(settings.upstreams))
         self.provider_keys = dict(settings.provider_keys)
+        # A project's own provider keys (vault.py, in memory), before the deployment's provider_keys.
+        self.project_keys = project_keys or (lambda project: NO_KEYS)
         self.gateway_allow = frozenset(settings.gateway_allow)
         self.require_auth = not settings.allow_unauthenticated
         self.body_timeout = settings.body_timeout
@@ -63,6 +73,7 @@ class Proxy:
                                              sock_read=settings.upstream_read_timeout)
         self.session: aiohttp.ClientSession | None = None
         self.state = state
+        self.budgets = budgets or BudgetCache(list)     # none: the stage is one empty-dict lookup
         self.overrides = parse_overrides(settings.prices)
         openai = self.providers["openai"]
         self.embedder = caching.Embedder(openai.origin, settings.semantic_cache_model,
@@ -96,9 +107,12 @@ class Proxy:
             if await self._answer_from_cache(call):
                 return
             await self._limit(call)
+            await self._budget(call)
             await self._forward(call)
         except limiting.RateLimited as exc:
             await self._refuse(call, exc, "rate_limited")
+        except BudgetExceeded as exc:
+            await self._refuse(call, exc, "budget_exceeded")
         except GatewayError as exc:
             await self._refuse(call, exc, "refused")
         except asyncio.CancelledError:
@@ -151,8 +165,9 @@ class Proxy:
             call.incoming = {**_header_map(call.scope["headers"]), **helicone}
             call.cache_url = _incoming_url(call.scope, call.incoming, call.path + call.query)
             call.cache_plan = caching.plan(call.incoming, call.cache_url, call.body)
+        assert call.key is not None
         call.targets = self._targets(route, call.path, call.query, call.forward, call.body, helicone,
-                                     not call.strip_usage)
+                                     not call.strip_usage, self._held_keys(call.key.project_id))
         _unrecord(helicone)     # the auth is in the cache key above; credentials are never in a record
         first = call.targets[0]
         record.provider, record.family, record.target_url = first.provider.name, first.provider.family, redact_url(first.url)
@@ -162,8 +177,9 @@ class Proxy:
         plan = call.cache_plan
         if plan is None or not plan.settings.read:
             return False
-        hit = await caching.find(self.state.cache, plan, self._embedder_for(call.incoming, call.targets[0]),
-                                 call.cache_url, call.body, call.incoming)
+        assert call.key is not None
+        embed = self._embedder_for(call.incoming, call.targets[0], self._held_keys(call.key.project_id))
+        hit = await caching.find(self.state.cache, plan, embed, call.cache_url, call.body, call.incoming)
         if hit is not None:
             assert call.record is not None
             base, body = caching.replay(hit, call.record, call.strip_usage)
@@ -177,6 +193,12 @@ class Proxy:
             assert call.key is not None
             call.limit_plan = await limiting.check(self.state.limiter, call.key.project_id, call.helicone, call.body,
                                                    call.headers)
+
+    async def _budget(self, call: Call) -> None:
+        """Refuse a call whose budget is spent; otherwise plan its charge (budgets.py)."""
+        assert call.key is not None
+        call.budget_plan = await budgets.check(self.budgets, self.state.budgets, call.key, call.helicone, call.body,
+                                               call.headers)
 
     async def _forward(self, call: Call) -> None:
         """Call upstream (retries, fallbacks) and relay the answer."""
@@ -216,6 +238,8 @@ class Proxy:
             self._background(caching.save(self.state.cache, call.cache_plan, record, call.upstream_headers))
         if call.limit_plan is not None:
             self._background(limiting.charge_cost(self.state.limiter, call.limit_plan, record, self.overrides))
+        if call.budget_plan is not None:
+            self._background(budgets.charge(self.state.budgets, call.budget_plan, record, self.overrides))
 
     # -- ways a call ends early ----------------------------------------------------------------
 
@@ -224,7 +248,9 @@ class Proxy:
         assert call.record is not None
         _unrecord(call.helicone)
         call.record.error = error
-        extra = [(b"x-helicone-error", b"rate_limited")] if isinstance(exc, limiting.RateLimited) else []
+        extra = [(b"x-helicone-error", error.encode())] if error in SIGNALLED_ERRORS else []
+        if isinstance(exc, BudgetExceeded):     # only the period's end helps: SDKs must not retry
+            extra += [(b"x-should-retry", b"false"), (b"retry-after", b"%d" % exc.retry_after_seconds)]
         await call.error(exc, extra=extra)
 
     def _finish_refused(self, call: Call, status: int) -> None:
@@ -256,30 +282,34 @@ class Proxy:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _embedder_for(self, incoming: dict[str, str],
-                      target: forward_.Target) -> Callable[[str], Awaitable[list[float]]] | None:
+    def _embedder_for(self, incoming: dict[str, str], target: forward_.Target,
+                      held: Mapping[str, str]) -> Callable[[str], Awaitable[list[float]]] | None:
         embedder, session = self.embedder, self.session
         if session is None:
             return None
-        # The client's own OpenAI key may pay for the embedding; any other provider's may not.
+        # The client's own OpenAI key may pay for the embedding; any other provider's may not. Then
+        # the OpenAI key the gateway holds for the project (its own, else the deployment's).
         credential = incoming.get("authorization") if target.provider.name == "openai" else None
+        if credential is None and "openai" in held:
+            credential = "Bearer " + held["openai"]
 
         async def embed(text: str) -> list[float]:
             return await embedder.embed(session, text, credential)
         return embed
 
     def _targets(self, route: Route | None, path: str, query: str, forward: list[tuple[bytes, bytes]],
-                 body: bytes, helicone: dict[str, str], client_usage: bool) -> list[forward_.Target]:
+                 body: bytes, helicone: dict[str, str], client_usage: bool,
+                 held: Mapping[str, str]) -> list[forward_.Target]:
         targets: list[forward_.Target] = []
         if route is not None:
-            self._add_provider_key(route.provider, forward)
+            _add_provider_key(route.provider, forward, held)
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in forward]
             targets.append(forward_.Target(route.provider, route.upstream_url, headers, body))
         if "helicone-fallback" in helicone:
             if route is None:
                 raise BadRequest("Helicone-Fallback needs a provider route or Helicone-Target-URL.")
             targets += forward_.seed_fallbacks(helicone["helicone-fallback"], targets[0], self.providers,
-                                               self.provider_keys, client_usage)
+                                               held, client_usage)
         elif "helicone-fallbacks" in helicone:
             rest = path.removeprefix("/gateway") if path.startswith("/gateway/") else "/" + path.split("/", 2)[-1]
             fallbacks = forward_.helicone_fallbacks(helicone["helicone-fallbacks"], rest + query,
@@ -316,17 +346,19 @@ class Proxy:
             provider = known
         return Route(provider, provider.origin + rest + query_string)
 
-    def _add_provider_key(self, provider: routes.Provider, forward: list[tuple[bytes, bytes]]) -> None:
-        """A gateway-held provider key, used only when the request carries no credential."""
-        secret = self.provider_keys.get(provider.name)
-        if secret is None or any(name in CREDENTIAL_HEADERS for name, _ in forward):
-            return
-        if provider.family == "anthropic":
-            forward.append((b"x-api-key", secret.encode()))
-        elif provider.name == "azure":
-            forward.append((b"api-key", secret.encode()))
-        else:
-            forward.append((b"authorization", b"Bearer " + secret.encode()))
+    def _held_keys(self, project: str) -> Mapping[str, str]:
+        """The provider keys the gateway holds for a call of `project`: its own, then the deployment's."""
+        own = self.project_keys(project)
+        return {**self.provider_keys, **own} if own else self.provider_keys
+
+
+def _add_provider_key(provider: routes.Provider, forward: list[tuple[bytes, bytes]], held: Mapping[str, str]) -> None:
+    """A gateway-held provider key, used only when the request carries no credential of its own."""
+    secret = held.get(provider.name)
+    if secret is None or any(name in CREDENTIAL_HEADERS for name, _ in forward):
+        return
+    name, value = forward_.credential_header(provider, secret)
+    forward.append((name.encode(), value.encode()))
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -352,13 +384,24 @@ def _family_hint(path: str) -> str:
     return "anthropic" if path.startswith("/anthropic/") else "openai"
 
 
+def _heliograph_key(value: bytes) -> str | None:
+    token = value[7:] if value[:7].lower() == b"bearer " else value
+    return token.strip().decode("latin-1") if token.startswith(PREFIX_BYTES) else None
+
+
 def _split_headers(raw: list[tuple[bytes, bytes]], path: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str], str]:
-    """Headers to forward, the Helicone-* ones (lower-cased names), and the path without a key in it."""
+    """Headers to forward, the Helicone-* ones (lower-cased names), and the path without a key in it.
+
+    A Heliograph key where the SDK puts the provider key (`OpenAI(api_key="sk-hg-…")`, Anthropic's
+    x-api-key) is the call's Helicone-Auth and is not forwarded, so an application of a project
+    with provider keys held by the gateway needs only its Heliograph key."""
     forward: list[tuple[bytes, bytes]] = []
     helicone: dict[str, str] = {}
     for name, value in raw:
         if name.startswith(b"helicone-"):
             helicone[name.decode("latin-1")] = value.decode("latin-1")
+        elif name in CREDENTIAL_HEADERS and (key := _heliograph_key(value)):
+            helicone.setdefault("helicone-auth", "Bearer " + key)
         elif name == b"accept-encoding":
             offered = [e for e in value.decode("latin-1").split(",") if e.split(";")[0].strip() in ACCEPTED_ENCODINGS]
             if offered:

@@ -1,6 +1,6 @@
-"""Shared state for caching and rate limits: in-process by default, Redis to scale out.
+"""Shared state for caching, rate limits and budget spend: in-process by default, Redis to scale out.
 
-    base.py     Cache and RateLimiter protocols, Decision, StateUnavailable; the bucket-slot
+    base.py     Cache, RateLimiter and BudgetCounters protocols, Decision, StateUnavailable; the bucket-slot
                 logic (`lookup`, `store`) and token-bucket arithmetic shared by backends
     memory.py   one process: bounded LRU + TTL, no locks (one event loop)
     redis.py    many processes: one atomic Lua script per bucket update, SET EX for values,
@@ -12,17 +12,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .base import Cache, Decision, RateLimiter, StateUnavailable, lookup, store
-from .memory import MemoryCache, MemoryRateLimiter
+from .base import BudgetCharge, BudgetCounters, Cache, Decision, RateLimiter, StateUnavailable, lookup, store
+from .memory import MemoryBudgetCounters, MemoryCache, MemoryRateLimiter
 from .vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["Cache", "Decision", "RateLimiter", "State", "StateUnavailable", "lookup", "open_state", "store"]
+__all__ = ["BudgetCharge", "BudgetCounters", "Cache", "Decision", "RateLimiter", "State", "StateUnavailable", "lookup",
+           "open_state", "store"]
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class State:
     limiter: RateLimiter
     backend: str                      # "memory" or "redis", for logs and /readyz
     client: Redis | None = None
+    budgets: BudgetCounters = field(default_factory=MemoryBudgetCounters)   # spend per budget and period
 
     async def check(self) -> None:
         """Raise StateUnavailable unless the backend answers (start-up and readiness checks)."""
@@ -56,7 +58,7 @@ def open_state(redis_url: str | None, *, key_prefix: str = "heliograph:", timeou
         return State(MemoryCache(cache_max_entries, cache_max_bytes, max_vectors_per_scope, max_vectors),
                      MemoryRateLimiter(), "memory")
     # Imported here: a single-process deployment never pays for loading redis-py.
-    from .redis import RedisCache, RedisRateLimiter, connect
+    from .redis import RedisBudgetCounters, RedisCache, RedisRateLimiter, connect
     client = connect(redis_url, timeout)
     return State(RedisCache(client, key_prefix, max_vectors_per_scope, max_vectors),
-                 RedisRateLimiter(client, key_prefix), "redis", client)
+                 RedisRateLimiter(client, key_prefix), "redis", client, RedisBudgetCounters(client, key_prefix))

@@ -2,7 +2,7 @@
 
 `Cache` holds exact-cache entries (bytes under a key, with a TTL) and the semantic index
 (normalised vectors pointing at exact-cache keys, per scope, bounded: see vectors.py). `RateLimiter` holds token
-buckets. Every backend error surfaces as `StateUnavailable`, the one exception the proxy catches
+buckets. `BudgetCounters` holds the spend of each budget in its current period. Every backend error surfaces as `StateUnavailable`, the one exception the proxy catches
 to fail open: a cache error is a miss, a limiter error lets the request through without headers.
 """
 
@@ -52,6 +52,25 @@ class RateLimiter(Protocol):
 
     async def charge(self, bucket_id: str, capacity: float, refill_per_second: float, amount: float) -> Decision:
         """Refill, then deduct `amount` unconditionally; the balance may go negative."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCharge:
+    key: str                      # one budget's counter in one period
+    amount: float                 # micro-USD to add
+    seed: float                   # micro-USD the counter starts from if absent (the spend recorded so far)
+    expires_at: float             # epoch seconds: the counter is forgotten then (its period is over)
+
+
+class BudgetCounters(Protocol):
+    async def read(self, keys: Sequence[str]) -> list[float | None]:
+        """Micro-USD spent per counter; None for a counter never charged or expired. One round trip."""
+        ...
+
+    async def add(self, charges: Sequence[BudgetCharge]) -> list[float]:
+        """Per charge, atomically: an absent counter starts at `seed`, then `amount` is added and the
+        counter expires at `expires_at`. The new values; one round trip for all."""
         ...
 
 

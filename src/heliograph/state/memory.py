@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from .base import Decision, bucket_step, full_after
+from .base import BudgetCharge, Decision, bucket_step, full_after
 from .vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE, VectorIndex, unit_vector
 
 Clock = Callable[[], float]
@@ -122,3 +122,40 @@ class MemoryRateLimiter:
             if full_at > now and len(self._buckets) <= self.max_buckets:
                 return
             del self._buckets[oldest]
+
+
+class MemoryBudgetCounters:
+    """Spend per budget and period for one process. A counter is forgotten once its period is over;
+    past `max_counters` live ones the least recently charged go first (fail-open: a forgotten
+    counter starts again from its seed, the spend recorded in the store)."""
+
+    def __init__(self, max_counters: int = 100_000, clock: Clock = time.time) -> None:
+        self.max_counters = max_counters
+        self._clock = clock
+        self._counters: OrderedDict[str, tuple[float, float]] = OrderedDict()   # micro-USD, expires at
+
+    def __len__(self) -> int:
+        return len(self._counters)
+
+    async def read(self, keys: Sequence[str]) -> list[float | None]:
+        now = self._clock()
+        found: list[float | None] = []
+        for key in keys:
+            entry = self._counters.get(key)
+            found.append(entry[0] if entry is not None and entry[1] > now else None)
+        return found
+
+    async def add(self, charges: Sequence[BudgetCharge]) -> list[float]:
+        now = self._clock()
+        values = []
+        for charge in charges:
+            entry = self._counters.pop(charge.key, None)
+            value = (entry[0] if entry is not None and entry[1] > now else charge.seed) + charge.amount
+            self._counters[charge.key] = (value, charge.expires_at)
+            values.append(value)
+        while self._counters:        # expired (or too many) counters go, oldest charge first
+            oldest, (_, expires_at) = next(iter(self._counters.items()))
+            if expires_at > now and len(self._counters) <= self.max_counters:
+                break
+            del self._counters[oldest]
+        return values

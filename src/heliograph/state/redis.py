@@ -7,6 +7,8 @@ Keys, all under one prefix (default `heliograph:`):
                                 MAXLEN N), one field `e` = expiry (unix s, f64) + value key +
                                 float32 unit vector (~1.1 KiB at 256 dimensions)
     <prefix>rl:<bucket id>      token bucket: hash {t: tokens, u: updated at (server time)}
+    <prefix>bg:<budget>:<start> a budget's spend in one period, micro-USD (INCRBYFLOAT), expiring
+                                when the period ends (PEXPIREAT)
 
 Each process keeps its own copy of the vectors it looks up in (vectors.py: numpy, bounded per scope
 and per process) and, before each lookup, reads only the stream entries after the last id it has
@@ -40,7 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from .base import Decision, StateUnavailable, decision
+from .base import BudgetCharge, Decision, StateUnavailable, decision
 from .vectors import MAX_VECTORS, MAX_VECTORS_PER_SCOPE, Vector, VectorIndex, unit_vector
 
 _BUCKET_SCRIPT = """
@@ -75,6 +77,18 @@ else
   redis.call('PEXPIRE', KEYS[1], full_ms + 1000)
 end
 return {allowed, string.format('%.17g', tokens)}
+"""
+
+# Budget charges: per key, an absent counter starts at its seed (the spend the store recorded),
+# then the amount is added; all counters of one call in one script, so one round trip.
+_CHARGE_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then redis.call('SET', key, ARGV[3 * i - 1]) end
+  out[i] = redis.call('INCRBYFLOAT', key, ARGV[3 * i - 2])
+  redis.call('PEXPIREAT', key, ARGV[3 * i])
+end
+return out
 """
 
 # The entries of a stream after an id (exclusive), packed into one string so a page of a thousand
@@ -237,3 +251,27 @@ class RedisRateLimiter:
             allowed, tokens = await self._script(
                 keys=[self._prefix + bucket_id], args=[repr(capacity), repr(refill), repr(cost), mode])
         return decision(bool(allowed), float(tokens), capacity, refill, cost)
+
+
+class RedisBudgetCounters:
+    def __init__(self, client: Redis, prefix: str = "heliograph:") -> None:
+        self._client = client
+        self._prefix = prefix + "bg:"
+        self._script = client.register_script(_CHARGE_SCRIPT)
+
+    async def read(self, keys: Sequence[str]) -> list[float | None]:
+        if not keys:
+            return []
+        with _unavailable():
+            values = await self._client.mget([self._prefix + key for key in keys])
+        return [None if value is None else float(value) for value in values]
+
+    async def add(self, charges: Sequence[BudgetCharge]) -> list[float]:
+        if not charges:
+            return []
+        args: list[str] = []
+        for charge in charges:
+            args += [repr(float(charge.amount)), repr(float(charge.seed)), str(int(charge.expires_at * 1000))]
+        with _unavailable():
+            values = await self._script(keys=[self._prefix + c.key for c in charges], args=args)
+        return [float(value) for value in values]

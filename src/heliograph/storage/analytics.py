@@ -1,8 +1,9 @@
 """Analytics over the request log: from the rollups when they can answer, from the rows otherwise.
 
-A query is a filter tree, a time range [start, end), a bucket (minute/hour/day or none) and an
-optional grouping. It is served from a rollup family when every condition of the filter is on a
-column that family keeps and the grouping is one of its keys:
+A query is a project, a filter tree, a time range [start, end), a bucket (minute/hour/day or none)
+and an optional grouping; it only ever reads that project's rollup and request rows. It is
+served from a rollup family when every condition of the filter is on a column that family keeps
+and the grouping is one of its keys:
 
     rollup_model_{hour,day}          filter on model / provider; group by those or nothing
     rollup_{minute,hour,day}         the same with status (filter or group); also the minute edges
@@ -26,7 +27,7 @@ never depends on which path ran.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, ClassVar
 
@@ -60,6 +61,7 @@ _RAW_COLUMNS = ("r.status, r.cost, r.prompt_tokens, r.completion_tokens, r.total
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsQuery:
+    project: str = field(kw_only=True)  # only this project's requests; required, by name
     start: int                          # epoch ms, inclusive
     end: int                            # epoch ms, exclusive
     filter: Node = ALL
@@ -193,23 +195,24 @@ class AnalyticsQueries:
         result: dict[str, Any] = {}
         kept: frozenset[Any] | None = None
         if query.group_by is not None:
-            totals = self._cells(sources, query.filter, query.start, query.end, None, query.group_by)
+            totals = self._cells(sources, query, query.start, query.end, None, query.group_by)
             ranked = sorted(totals.items(), key=lambda item: (-item[1].sums[0], str(item[0][1])))[:query.limit]
             result["groups"] = [{"group": key[1], **cell.metrics(percentiles)} for key, cell in ranked]
             result["groups_total"] = len(totals)
             if len(totals) > query.limit:
                 kept = frozenset(key[1] for key, _ in ranked)
-        summary = self._cells(sources, query.filter, query.start, query.end, None, None)
+        summary = self._cells(sources, query, query.start, query.end, None, None)
         result["summary"] = _merged(summary.values()).metrics(True)
         if bucket_ms is not None:
-            cells = self._cells(sources, query.filter, query.start, query.end, bucket_ms, query.group_by, kept)
+            cells = self._cells(sources, query, query.start, query.end, bucket_ms, query.group_by, kept)
             result["series"] = [{"time": bucket, "group": group, **cell.metrics(percentiles)}
                                 for (bucket, group), cell in sorted(cells.items(), key=_series_order)]
         result["source"] = sources.pop() if len(sources) == 1 else "mixed"
         return result
 
-    def _cells(self, sources: set[str], node: Node, start: int, end: int, bucket_ms: int | None,
+    def _cells(self, sources: set[str], query: AnalyticsQuery, start: int, end: int, bucket_ms: int | None,
                group_by: str | None, only: frozenset[Any] | None = None) -> Cells:
+        node, project = query.filter, query.project
         plan = rollup_plan(node, group_by)
         cells: Cells = {}
         levels = {} if plan is None else {level: family for level, family in plan.levels
@@ -218,18 +221,18 @@ class AnalyticsQueries:
         if plan is None or all(level is None for level, _, _ in pieces):
             # Nothing to read from rollups (a filter they cannot answer, or too short a range).
             sources.add("requests")
-            self._raw_cells(cells, node, start, end, bucket_ms, group_by, only, exact=True)
+            self._raw_cells(cells, project, node, start, end, bucket_ms, group_by, only, exact=True)
             return cells
         sources.add("rollups")
         for level, seg_start, seg_end in pieces:
             if level is None:
-                self._raw_cells(cells, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False)
+                self._raw_cells(cells, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False)
             else:
-                self._rollup_cells(cells, plan, levels[level], level, seg_start, seg_end, bucket_ms, only)
+                self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only)
         return cells
 
-    def _rollup_cells(self, cells: Cells, plan: RollupPlan, family: Family, level: str, start: int, end: int,
-                      bucket_ms: int | None, only: frozenset[Any] | None) -> None:
+    def _rollup_cells(self, cells: Cells, project: str, plan: RollupPlan, family: Family, level: str, start: int,
+                      end: int, bucket_ms: int | None, only: frozenset[Any] | None) -> None:
         # Whole output buckets read from rows of their own size are final: SQL finds the
         # percentiles, and without a GROUP BY when each row is one (bucket, group). Anything
         # else (totals, ragged edges) ships the summed histograms, to be merged in Python.
@@ -237,11 +240,12 @@ class AnalyticsQueries:
         bucket = "r.bucket" if final else (f"(r.bucket / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0")
         where, params = compile_filter(plan.filter, self.dialect)
         kept, kept_params = _only(plan.group, only)
-        conditions = ["r.bucket >= ?", "r.bucket < ?", f"({where})", kept]
-        head: list[Any] = [start, end]
+        # The primary key's leading columns: project, (dimension,) then a bucket range.
+        conditions = ["r.project_id = ?", "r.bucket >= ?", "r.bucket < ?", f"({where})", kept]
+        head: list[Any] = [project, start, end]
         if plan.dimension is not None:
-            conditions.insert(0, "r.dimension = ?")
-            head.insert(0, plan.dimension)
+            conditions.insert(1, "r.dimension = ?")
+            head.insert(1, plan.dimension)
         keys = [expr for expr in (bucket, plan.group) if expr not in ("0", "NULL")]
         columns = SUMS + ((LATENCY_BINS + TTFT_BINS) if family.histograms else ())
         params = [*head, *params, *kept_params]
@@ -269,10 +273,10 @@ class AnalyticsQueries:
         for row in rows:
             cells[(row[0], row[1])] = Cell.final(row[2:2 + _N], row[2 + _N:])
 
-    def _raw_cells(self, cells: Cells, node: Node, start: int, end: int, bucket_ms: int | None,
+    def _raw_cells(self, cells: Cells, project: str, node: Node, start: int, end: int, bucket_ms: int | None,
                    group_by: str | None, only: frozenset[Any] | None, *, exact: bool) -> None:
         bucket = f"(r.created_at / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0"
-        join, head = "", [start, end]
+        join, head = "", [project, start, end]
         head_params: list[Any] = []
         if group_by is not None and group_by.startswith(PROPERTY_GROUP):
             group = "gp.value"
@@ -283,7 +287,7 @@ class AnalyticsQueries:
         where, params = compile_filter(node, self.dialect, self.sparse_properties(node))
         kept, kept_params = _only(group, only)
         sql = (f"SELECT {bucket}, {group}, {_RAW_COLUMNS} FROM requests r{join} "
-               f"WHERE r.created_at >= ? AND r.created_at < ? AND ({where}) AND {kept}")
+               f"WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? AND ({where}) AND {kept}")
         seen = 0
         for batch in self._tuple_batches(_bind(self.dialect, sql), [*head_params, *head, *params, *kept_params]):
             seen += len(batch)

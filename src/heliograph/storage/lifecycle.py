@@ -1,8 +1,9 @@
 """The lifecycle of stored records: streaming them out, expiring them, erasing a user.
 
-    iter_requests   every matching row, oldest first, in keyset pages on (created_at, id)
+    iter_requests   every matching row of one project, oldest first, in keyset pages on (created_at, id)
     prune           bodies older than N days; rows older than M days with everything hanging off them
-    erase_user      everything keyed to one user id, then an audit line (table and log)
+                    (deployment-wide: retention is an operator's setting, not a project's)
+    erase_user      everything keyed to one user id within one project, then an audit line (table and log)
 
 Mixed into SQLStore, so both stores share it. Deletes run in batches of BATCH_ROWS, each its own
 short transaction: SQLite has one write lock and the recorder waits at most
@@ -17,7 +18,10 @@ Which tables to clean is read from the schema at run time, so tables added later
 feature's migrations) are covered without touching this module:
 
 * a table with a `request_id` column holds rows belonging to one request: they go with it;
-* a table with a `user_id` column holds rows about one user: erasure deletes that user's rows;
+* a table with a `user_id` column holds rows about one user: erasure deletes that user's rows,
+  those of the erased project only where the table has a `project_id` column (every table made
+  since migration 023 does; one without cannot tell projects apart, and loses the user's rows of
+  every project rather than keep any of the erased one's);
 * `rollup_*` tables are aggregates: expiry leaves them alone (metrics outlive raw rows), erasure
   deletes their rows that carry the user's id. Aggregates without a user dimension stay, with the
   user's share of their sums; their keys are models, request names and property values, so a
@@ -70,7 +74,7 @@ class _SQL(Protocol):
 
     def _rows(self, sql: str, params: Sequence[Any] = ...) -> list[dict[str, Any]]: ...
     def _transaction(self, *, ingest: bool = ...) -> AbstractContextManager[_Executor]: ...
-    def scores(self, request_ids: Sequence[str]) -> dict[str, dict[str, int]]: ...
+    def scores(self, request_ids: Sequence[str], *, project: str) -> dict[str, dict[str, int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,23 +165,26 @@ def _delete_request_batches(store: _SQL, condition: str, params: Sequence[Any], 
             return counts, False
 
 
-def _delete_user_rows(store: _SQL, table: str, user_id: str, pacer: _Pacer, batch: int) -> int:
-    """Rows of `table` with this user_id, in batches addressed by the engine's own row locator."""
+def _delete_user_rows(store: _SQL, table: str, user_id: str, project: str | None, pacer: _Pacer, batch: int) -> int:
+    """Rows of `table` with this user_id (in `project`, unless None), in batches addressed by the
+    engine's own row locator."""
     ph = store.dialect.placeholder
+    match = f"user_id = {ph}" + ("" if project is None else f" AND project_id = {ph}")
+    key = (user_id,) if project is None else (user_id, project)
     if store.dialect.name == "postgres":
         sql = (f'DELETE FROM "{table}" WHERE ctid = ANY(ARRAY('
-               f'SELECT ctid FROM "{table}" WHERE user_id = {ph} LIMIT {ph}))')
+               f'SELECT ctid FROM "{table}" WHERE {match} LIMIT {ph}))')
     else:
         definition = store._rows("SELECT sql FROM sqlite_master WHERE name = ?", (table,))[0]["sql"] or ""
         if "without rowid" in definition.lower():
             with store._transaction() as tx:       # no row locator to batch by: one statement
-                return int(tx.execute(f'DELETE FROM "{table}" WHERE user_id = ?', (user_id,)).rowcount)
-        sql = f'DELETE FROM "{table}" WHERE rowid IN (SELECT rowid FROM "{table}" WHERE user_id = ? LIMIT ?)'
+                return int(tx.execute(f'DELETE FROM "{table}" WHERE {match}', key).rowcount)
+        sql = f'DELETE FROM "{table}" WHERE rowid IN (SELECT rowid FROM "{table}" WHERE {match} LIMIT ?)'
     total = 0
     while True:
         started = time.monotonic()
         with store._transaction() as tx:
-            count = int(tx.execute(sql, (user_id, batch)).rowcount)
+            count = int(tx.execute(sql, (*key, batch)).rowcount)
         total += count
         if count < batch or not pacer.pause(time.monotonic() - started):
             return total
@@ -186,9 +193,9 @@ def _delete_user_rows(store: _SQL, table: str, user_id: str, pacer: _Pacer, batc
 class Lifecycle:
     """Mixed into SQLStore: streaming export, retention and erasure for both dialects."""
 
-    def iter_requests(self: _SQL, node: Node = ALL, *, with_bodies: bool = False, limit: int | None = None,
-                      page_size: int = EXPORT_PAGE_ROWS) -> Iterator[dict[str, Any]]:
-        """Rows matching `node`, oldest first, each with `scores` (and bodies when asked).
+    def iter_requests(self: _SQL, node: Node = ALL, *, project: str, with_bodies: bool = False,
+                      limit: int | None = None, page_size: int = EXPORT_PAGE_ROWS) -> Iterator[dict[str, Any]]:
+        """Rows of `project` matching `node`, oldest first, each with `scores` (and bodies when asked).
 
         Keyset pages on (created_at, id) rather than OFFSET: each page is an index range read, so
         the millionth row costs what the first did, and memory holds one page. Rows recorded while
@@ -196,6 +203,8 @@ class Lifecycle:
         """
         ph = self.dialect.placeholder
         where, params = compile_filter(node, self.dialect)
+        # The project's (project_id, created_at) index serves both the filter and the keyset order.
+        where, params = f"r.project_id = {ph} AND ({where})", [project, *params]
         columns, join = "r.*", ""
         if with_bodies:
             columns += ", b.request AS request_body, b.response AS response_body"
@@ -208,11 +217,11 @@ class Lifecycle:
             condition = where
             if after is not None:
                 # The first conjunct alone is index-friendly; the second breaks ties on id.
-                condition = f"({where}) AND r.created_at >= {ph} AND (r.created_at > {ph} OR r.id > {ph})"
+                condition = f"{where} AND r.created_at >= {ph} AND (r.created_at > {ph} OR r.id > {ph})"
                 keyset = [after[0], after[0], after[1]]
             sql = f"SELECT {columns} FROM requests r{join} WHERE {condition} ORDER BY r.created_at, r.id LIMIT {ph}"
             rows = self._rows(sql, [*params, *keyset, size])
-            scores = self.scores([row["id"] for row in rows])
+            scores = self.scores([row["id"] for row in rows], project=project)
             for row in rows:
                 row["scores"] = scores.get(row["id"], {})
                 yield _normalise(row)
@@ -274,33 +283,37 @@ class Lifecycle:
         key = str(rows[0]["value"]).encode()
         return "hmac-sha256:" + hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
-    def erase_user(self: _SQL, user_id: str, *, actor: str, batch: int = BATCH_ROWS) -> Erasure:
-        """Delete every row keyed to `user_id` (GDPR erasure), then audit it.
+    def erase_user(self: _SQL, user_id: str, *, project: str, actor: str, batch: int = BATCH_ROWS) -> Erasure:
+        """Delete every row keyed to `user_id` in `project` (GDPR erasure), then audit it.
 
-        Guarantee: no request whose user_id is `user_id`, nothing keyed to such a request (body,
-        properties, scores, any table with a request_id column), no row of any table with a
-        user_id column equal to it, and none of its share of the other rollups (per model, request
-        name, property value — a rollup key left with no request goes too) remains. Not covered: free text in *other* users' requests
-        that happens to mention the id (that is their record), and records still on their way to
-        the store (recorder queue, or the disk journal while the store was down) — erase again
-        once they are written.
+        Guarantee, within the project: no request whose user_id is `user_id`, nothing keyed to such
+        a request (body, properties, scores, any table with a request_id column), no row of any
+        table with a user_id column equal to it, and none of its share of the other rollups (per
+        model, request name, property value — a rollup key left with no request goes too) remains.
+        The same user id in another project is another person's, and stays (see the module's
+        docstring for a table without a project_id column). Not covered: free text in *other*
+        users' requests that happens to mention the id (that is their record), and records still on
+        their way to the store (recorder queue, or the disk journal while the store was down) —
+        erase again once they are written.
         """
         pacer = _Pacer(self.dialect, None)
+        ph = self.dialect.placeholder
         children = tables_with_column(self, "request_id")
-        deleted, _ = _delete_request_batches(self, f"user_id = {self.dialect.placeholder}", [user_id],
+        deleted, _ = _delete_request_batches(self, f"user_id = {ph} AND project_id = {ph}", [user_id, project],
                                              children, pacer, batch, unroll=True)
+        by_project = set(tables_with_column(self, "project_id"))
         for table in tables_with_column(self, "user_id"):
             if table != "requests":
-                deleted[table] = _delete_user_rows(self, table, user_id, pacer, batch)
+                deleted[table] = _delete_user_rows(self, table, user_id, project if table in by_project else None,
+                                                   pacer, batch)
         subject = Lifecycle.audit_subject(self, user_id)
-        ph = self.dialect.placeholder
         with self._transaction() as tx:
             tx.execute(f"INSERT INTO audit_log (id, at, action, subject, actor, details) "
                        f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph})",
                        (str(uuid.uuid4()), int(time.time() * 1000), "erase_user", subject, actor,
-                        orjson.dumps({"deleted": deleted}).decode()))
+                        orjson.dumps({"project": project, "deleted": deleted}).decode()))
         # WARNING, not INFO: a destructive operation that must show at the usual server log levels.
-        audit.warning("erase_user subject=%s actor=%s deleted=%s", subject, actor,
+        audit.warning("erase_user subject=%s project=%s actor=%s deleted=%s", subject, project, actor,
                       orjson.dumps(deleted).decode())
         return Erasure(subject, deleted)
 

@@ -6,7 +6,7 @@ A `RequestQuery` is what a client asked for, already checked (see `filters.parse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .filters import ALL, DEFAULT_SORT, Dialect, Node, SortKey, compile_where_order
@@ -17,6 +17,7 @@ MAX_LIMIT = 1000
 
 @dataclass(frozen=True, slots=True)
 class RequestQuery:
+    project: str = field(kw_only=True)     # only this project's requests; required, by name
     filter: Node = ALL
     sort: tuple[SortKey, ...] = DEFAULT_SORT
     limit: int = DEFAULT_LIMIT
@@ -32,5 +33,6 @@ def select_requests(query: RequestQuery, dialect: Dialect,
         columns += ", b.request AS request_body, b.response AS response_body"
         join = " LEFT JOIN request_bodies b ON b.id = r.id"
     ph = dialect.placeholder
-    sql = f"SELECT {columns} FROM requests r{join} WHERE {where} ORDER BY {order} LIMIT {ph} OFFSET {ph}"
-    return sql, [*params, query.limit, query.offset]
+    sql = (f"SELECT {columns} FROM requests r{join} WHERE r.project_id = {ph} AND ({where}) "
+           f"ORDER BY {order} LIMIT {ph} OFFSET {ph}")
+    return sql, [query.project, *params, query.limit, query.offset]

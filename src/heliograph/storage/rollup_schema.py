@@ -6,11 +6,17 @@ one row per session:
     rollup_{minute,hour,day}             bucket × provider × model × status, with latency and TTFT
                                          histograms (histogram.py: ≤ 5 % relative error)
     rollup_model_{hour,day}              bucket × provider × model, same columns (no status)
-    rollup_dimension_{hour,day}          bucket × dimension × value, same columns; the dimension is
+    rollup_dimension_{hour,day}          dimension × bucket × value, same columns; the dimension is
                                          "request_name" or "property:<key>" (keys lower-cased)
     rollup_user_{hour,day}               bucket × user_id, sums and first/last request time, no
                                          histograms (users are unbounded; see analytics.py)
     rollup_sessions                      session_id → name, user_id, first/last/end time, sums
+
+Every key starts with `project_id` (issue 9): a project's rows are one contiguous range of each
+primary key, so a query of one project reads that range by the index, as a whole table was read
+before. Tables made by migration 010 had no project; 024 (`rollups_by_project_sql`) rebuilds them
+with what they held under project `default`. `unscoped` gives the families as 010 made them, for
+010 itself and the backfill of 011, which write those tables before 024 runs.
 
 Histogram columns hold *cumulative* counts (l{i}: requests with latency ≤ the bound of bin i), so
 they still add up across rows and batches, and a percentile is a binary search over one row's
@@ -20,13 +26,14 @@ Sizes are bounded by time × the distinct keys seen, not by requests: 10 M reque
 10 models make ~36 k hour rows. Every sum is an integer (cost in nano-USD, times in µs), so adding
 batches never drifts and rollups equal sums over the rows exactly. NULL keys are stored as '' (a
 primary key cannot hold NULL usefully) and read back with NULLIF. Every table whose rows are per
-user has a `user_id` column, so erasing a user is `DELETE … WHERE user_id = ?` on each.
+user has a `user_id` column, so erasing a project's user is `DELETE … WHERE user_id = ? AND
+project_id = ?` on each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from .histogram import BINS
@@ -62,21 +69,29 @@ class Family:
                 + ((LATENCY_BINS + TTFT_BINS) if self.histograms else ()))
 
 
-MAIN = Family("rollup", (("bucket", "BIGINT"), ("provider", "TEXT"), ("model", "TEXT"), ("status", "INTEGER")),
-              ("day", "hour", "minute"), histograms=True, extremes=False)
+PROJECT = ("project_id", "TEXT")
+MAIN = Family("rollup", (PROJECT, ("bucket", "BIGINT"), ("provider", "TEXT"), ("model", "TEXT"),
+                         ("status", "INTEGER")), ("day", "hour", "minute"), histograms=True, extremes=False)
 # The same without status: 4-5x fewer rows, for the common queries that neither filter nor group
 # by status (hourly series by model over a month: 720 × models rows instead of × statuses too).
-MODEL = Family("rollup_model", (("bucket", "BIGINT"), ("provider", "TEXT"), ("model", "TEXT")),
+MODEL = Family("rollup_model", (PROJECT, ("bucket", "BIGINT"), ("provider", "TEXT"), ("model", "TEXT")),
                ("day", "hour"), histograms=True, extremes=False)
-DIMENSION = Family("rollup_dimension", (("dimension", "TEXT"), ("bucket", "BIGINT"), ("value", "TEXT")),
+DIMENSION = Family("rollup_dimension", (PROJECT, ("dimension", "TEXT"), ("bucket", "BIGINT"), ("value", "TEXT")),
                    ("day", "hour"), histograms=True, extremes=False)
-USER = Family("rollup_user", (("bucket", "BIGINT"), ("user_id", "TEXT")), ("day", "hour"),
+USER = Family("rollup_user", (PROJECT, ("bucket", "BIGINT"), ("user_id", "TEXT")), ("day", "hour"),
               histograms=False, extremes=True)
 FAMILIES = (MAIN, MODEL, DIMENSION, USER)
 
 SESSION_SUMS = ("requests", "errors", "cost_nusd", "unpriced", "prompt_tokens", "completion_tokens",
                 "total_tokens", "latency_sum_us")
-SESSION_COLUMNS = ("session_id", "session_name", "user_id", "first_at", "last_at", "end_at", *SESSION_SUMS)
+SESSION_COLUMNS = ("project_id", "session_id", "session_name", "user_id", "first_at", "last_at", "end_at",
+                   *SESSION_SUMS)
+_SESSION_TEXT = 4           # the first four columns are text
+
+
+def unscoped(family: Family) -> Family:
+    """The family as migration 010 made it: the same keys without the leading project_id."""
+    return replace(family, keys=family.keys[1:])
 
 
 def rollup_tables() -> list[str]:
@@ -114,7 +129,8 @@ def upsert_sql(family: Family, level: str, dialect: str) -> str:
 
 
 @cache
-def session_upsert_sql(dialect: str) -> str:
+def session_upsert_sql(dialect: str, by_project: bool = True) -> str:
+    """`by_project` False: for rollup_sessions as migration 010 made it (keyed by session_id alone)."""
     least, greatest = ("min", "max") if dialect == "sqlite" else ("LEAST", "GREATEST")
     t = "rollup_sessions"
     sets = [f"session_name = COALESCE(excluded.session_name, {t}.session_name)",
@@ -123,14 +139,16 @@ def session_upsert_sql(dialect: str) -> str:
             f"last_at = {greatest}({t}.last_at, excluded.last_at)",
             f"end_at = {greatest}({t}.end_at, excluded.end_at)",
             *(f"{c} = {t}.{c} + excluded.{c}" for c in SESSION_SUMS)]
-    columns = [(c, "TEXT" if i < 3 else "BIGINT") for i, c in enumerate(SESSION_COLUMNS)]
-    return _upsert(t, columns, ("session_id",), sets, dialect)
+    columns = [(c, "TEXT" if i < _SESSION_TEXT else "BIGINT") for i, c in enumerate(SESSION_COLUMNS)]
+    if not by_project:
+        return _upsert(t, columns[1:], ("session_id",), sets, dialect)
+    return _upsert(t, columns, ("project_id", "session_id"), sets, dialect)
 
 
 # -- DDL ---------------------------------------------------------------------------------------------
 
-def _create(family: Family, level: str) -> str:
-    columns = [f"{name} {kind} NOT NULL" for name, kind in family.keys]
+def _create(family: Family, level: str, name: str | None = None) -> str:
+    columns = [f"{column} {kind} NOT NULL" for column, kind in family.keys]
     columns += [f"{c} BIGINT NOT NULL" for c in SUMS]
     if family.extremes:
         columns += ["first_at BIGINT NOT NULL", "last_at BIGINT NOT NULL"]
@@ -139,18 +157,66 @@ def _create(family: Family, level: str) -> str:
     # No DEFAULTs: every write names every column, and on PostgreSQL ~300 column defaults make
     # creating and dropping the table ~50x slower (a fresh schema per test). Ordinary rowid tables
     # on SQLite: a row of cumulative counts can pass the ~1 kB a WITHOUT ROWID row keeps in its page.
-    return f"CREATE TABLE {family.table(level)} ({', '.join(columns)}, PRIMARY KEY ({', '.join(family.key_names)}))"
+    return (f"CREATE TABLE {name or family.table(level)} ({', '.join(columns)}, "
+            f"PRIMARY KEY ({', '.join(family.key_names)}))")
+
+
+_SESSION_VALUES = ("session_name TEXT, user_id TEXT, first_at BIGINT NOT NULL, last_at BIGINT NOT NULL, "
+                   "end_at BIGINT NOT NULL, " + ", ".join(f"{c} BIGINT NOT NULL" for c in SESSION_SUMS))
+
+
+def _indexes(by_project: bool) -> list[str]:
+    """The secondary indexes: per-user reads and erasure, and the sessions list's sort orders."""
+    p = "project_id, " if by_project else ""
+    return [*(f"CREATE INDEX {USER.table(level)}_user ON {USER.table(level)} ({p}user_id, bucket)"
+              for level in USER.levels),
+            f"CREATE INDEX rollup_sessions_last ON rollup_sessions ({p}last_at)",
+            f"CREATE INDEX rollup_sessions_name ON rollup_sessions ({p}session_name, last_at)",
+            f"CREATE INDEX rollup_sessions_user ON rollup_sessions ({p}user_id)"]
 
 
 def create_rollups_sql() -> str:
-    statements = [_create(family, level) for family in FAMILIES for level in family.levels]
-    statements += [f"CREATE INDEX {USER.table(level)}_user ON {USER.table(level)} (user_id, bucket)"
-                   for level in USER.levels]
-    statements.append(
-        "CREATE TABLE rollup_sessions (session_id TEXT PRIMARY KEY, session_name TEXT, user_id TEXT, "
-        "first_at BIGINT NOT NULL, last_at BIGINT NOT NULL, end_at BIGINT NOT NULL, "
-        + ", ".join(f"{c} BIGINT NOT NULL" for c in SESSION_SUMS) + ")")
-    statements += ["CREATE INDEX rollup_sessions_last ON rollup_sessions (last_at)",
-                   "CREATE INDEX rollup_sessions_name ON rollup_sessions (session_name, last_at)",
-                   "CREATE INDEX rollup_sessions_user ON rollup_sessions (user_id)"]
-    return ";\n".join(statements)
+    """Migration 010: the tables and indexes as they were first made, without projects (024
+    rebuilds them); like the step itself, this never changes."""
+    statements = [_create(unscoped(family), level) for family in FAMILIES for level in family.levels]
+    statements.append(f"CREATE TABLE rollup_sessions (session_id TEXT PRIMARY KEY, {_SESSION_VALUES})")
+    return ";\n".join(statements + _indexes(False))
+
+
+_SESSIONS_BY_PROJECT = (f"CREATE TABLE rollup_sessions_by_project (project_id TEXT NOT NULL, session_id TEXT NOT NULL, "
+                        f"{_SESSION_VALUES}, PRIMARY KEY (project_id, session_id))")
+
+
+def rollups_by_project_sql(dialect: str) -> str:
+    """Migration 024: every rollup table keyed by project first, what it held going to `default`.
+
+    SQLite cannot change a primary key: each table is created anew, filled with INSERT … SELECT,
+    the old one dropped (its indexes with it) and the new one renamed. PostgreSQL adds the column
+    (a constant default costs no rewrite), drops the default (writes name every column) and
+    swaps the primary key. Then the secondary indexes are made again with project_id first.
+    """
+    tables = [(family, family.table(level)) for family in FAMILIES for level in family.levels]
+    statements: list[str] = []
+    if dialect == "sqlite":
+        for family, table in tables:
+            old = [*unscoped(family).key_names, *family.value_columns]
+            statements += [_create(family, "", f"{table}_by_project"),
+                           f"INSERT INTO {table}_by_project (project_id, {', '.join(old)}) "
+                           f"SELECT 'default', {', '.join(old)} FROM {table}",
+                           f"DROP TABLE {table}", f"ALTER TABLE {table}_by_project RENAME TO {table}"]
+        statements += [_SESSIONS_BY_PROJECT,
+                       f"INSERT INTO rollup_sessions_by_project ({', '.join(SESSION_COLUMNS)}) "
+                       f"SELECT 'default', {', '.join(SESSION_COLUMNS[1:])} FROM rollup_sessions",
+                       "DROP TABLE rollup_sessions", "ALTER TABLE rollup_sessions_by_project RENAME TO rollup_sessions"]
+    else:
+        keyed = [*((table, family.key_names) for family, table in tables),
+                 ("rollup_sessions", ("project_id", "session_id"))]
+        for table, keys in keyed:
+            statements += [f"ALTER TABLE {table} ADD COLUMN project_id TEXT NOT NULL DEFAULT 'default'",
+                           f"ALTER TABLE {table} ALTER COLUMN project_id DROP DEFAULT",
+                           f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey",
+                           f"ALTER TABLE {table} ADD PRIMARY KEY ({', '.join(keys)})"]
+        statements += [f"DROP INDEX {name}" for name in
+                       [*(f"{USER.table(level)}_user" for level in USER.levels),
+                        "rollup_sessions_last", "rollup_sessions_name", "rollup_sessions_user"]]
+    return ";\n".join(statements + _indexes(True))

@@ -6,6 +6,7 @@ per distinct user and session. On PostgreSQL each table's upserts are one statem
 arrays (rollup_schema.upsert_sql). Only rows that were really new count: a batch
 replayed from the journal finds its ids stored and adds nothing (see `_insert_new_requests`).
 A property set after the fact moves the request from its old value's rollups to the new one's.
+Every key starts with the row's project (rollup_schema.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .rollup_schema import (
     USER,
     Family,
     session_upsert_sql,
+    unscoped,
     upsert_sql,
 )
 
@@ -124,23 +126,27 @@ def _values(family: Family, key: tuple[Any, ...], acc: Acc) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def write_rollups(tx: Executor, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add `rows` (new requests) to every rollup, one upsert per distinct key."""
+def write_rollups(tx: Executor, dialect: Dialect, rows: Sequence[Mapping[str, Any]], *,
+                  by_project: bool = True) -> None:
+    """Add `rows` (new requests) to every rollup, one upsert per distinct key.
+
+    `by_project` False writes the tables as migration 010 made them, without the project."""
     if not rows:
         return
     tables, sessions = _aggregate(rows, 1)
     for (family, level), accs in tables.items():
-        _upsert(tx, dialect, family, level, accs)
+        _upsert(tx, dialect, family, level, accs, by_project)
     if sessions:
-        _upsert_rows(tx, dialect, session_upsert_sql(dialect.name),
-                     [(sid, *values) for sid, values in sorted(sessions.items())])
+        skip = 0 if by_project else 1
+        _upsert_rows(tx, dialect, session_upsert_sql(dialect.name, by_project),
+                     [(*key[skip:], *values) for key, values in sorted(sessions.items())])
 
 
 def unroll_requests(tx: Executor, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> None:
     """Take stored `rows` back out of the rollups that have no user column (time × model ×
     status, request name, property values), deleting rows left with no request — for erasure,
     where a property value may itself identify the person. Rollups with a user_id column
-    (rollup_user_*, rollup_sessions) are for the caller to delete by user id."""
+    (rollup_user_*, rollup_sessions) are for the caller to delete by project and user id."""
     if not rows:
         return
     tables, _ = _aggregate(rows, -1)
@@ -158,7 +164,7 @@ _TABLES = ((MAIN, "minute"), (MAIN, "hour"), (MAIN, "day"), (MODEL, "hour"), (MO
 
 
 def _aggregate(rows: Sequence[Mapping[str, Any]], sign: int
-               ) -> tuple[dict[tuple[Family, str], dict[tuple[Any, ...], Acc]], dict[str, list[Any]]]:
+               ) -> tuple[dict[tuple[Family, str], dict[tuple[Any, ...], Acc]], dict[tuple[str, str], list[Any]]]:
     """Per rollup table, the rows' contributions summed by key (`sign` -1 to take them out).
 
     Per row the Python work is only its keys: each table collects row numbers per key, and each
@@ -168,24 +174,24 @@ def _aggregate(rows: Sequence[Mapping[str, Any]], sign: int
     parts = [contribution(row) for row in rows]
     groups: dict[tuple[Family, str], dict[tuple[Any, ...], list[int]]] = {table: {} for table in _TABLES}
     main_m, main_h, main_d, model_h, model_d, dim_h, dim_d, user_h, user_d = groups.values()
-    sessions: dict[str, list[Any]] = {}
+    sessions: dict[tuple[str, str], list[Any]] = {}
     for i, row in enumerate(rows):
         at = row["created_at"]
         minute, hour, day = at // 60_000 * 60_000, at // hour_ms * hour_ms, at // day_ms * day_ms
-        provider, model, status = row["provider"], row["model"] or "", row["status"]
+        project, provider, model, status = row["project_id"], row["provider"], row["model"] or "", row["status"]
         name, user = row["request_name"] or "", row["user_id"] or ""
-        main_m.setdefault((minute, provider, model, status), []).append(i)
-        main_h.setdefault((hour, provider, model, status), []).append(i)
-        main_d.setdefault((day, provider, model, status), []).append(i)
-        model_h.setdefault((hour, provider, model), []).append(i)
-        model_d.setdefault((day, provider, model), []).append(i)
-        dim_h.setdefault(("request_name", hour, name), []).append(i)
-        dim_d.setdefault(("request_name", day, name), []).append(i)
-        user_h.setdefault((hour, user), []).append(i)
-        user_d.setdefault((day, user), []).append(i)
+        main_m.setdefault((project, minute, provider, model, status), []).append(i)
+        main_h.setdefault((project, hour, provider, model, status), []).append(i)
+        main_d.setdefault((project, day, provider, model, status), []).append(i)
+        model_h.setdefault((project, hour, provider, model), []).append(i)
+        model_d.setdefault((project, day, provider, model), []).append(i)
+        dim_h.setdefault((project, "request_name", hour, name), []).append(i)
+        dim_d.setdefault((project, "request_name", day, name), []).append(i)
+        user_h.setdefault((project, hour, user), []).append(i)
+        user_d.setdefault((project, day, user), []).append(i)
         for key, value in _properties(row["properties"]):
-            dim_h.setdefault((f"property:{key}", hour, value), []).append(i)
-            dim_d.setdefault((f"property:{key}", day, value), []).append(i)
+            dim_h.setdefault((project, f"property:{key}", hour, value), []).append(i)
+            dim_d.setdefault((project, f"property:{key}", day, value), []).append(i)
         if row["session_id"] is not None and sign > 0:
             _add_session(sessions, row, parts[i][0])
     times = [row["created_at"] for row in rows]
@@ -219,11 +225,13 @@ def _summed(parts: Sequence[tuple[list[int], int, int | None]], times: Sequence[
     return acc
 
 
-def _upsert(tx: Executor, dialect: Dialect, family: Family, level: str, accs: Mapping[tuple[Any, ...], Acc]) -> None:
+def _upsert(tx: Executor, dialect: Dialect, family: Family, level: str, accs: Mapping[tuple[Any, ...], Acc],
+            by_project: bool = True) -> None:
     # Sorted keys: concurrent writers (several processes on PostgreSQL) lock rows in one order.
     if accs:
-        _upsert_rows(tx, dialect, upsert_sql(family, level, dialect.name),
-                     [_values(family, key, acc) for key, acc in sorted(accs.items())])
+        target, skip = (family, 0) if by_project else (unscoped(family), 1)
+        _upsert_rows(tx, dialect, upsert_sql(target, level, dialect.name),
+                     [_values(target, key[skip:], acc) for key, acc in sorted(accs.items())])
 
 
 def _upsert_rows(tx: Executor, dialect: Dialect, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -236,14 +244,16 @@ def _upsert_rows(tx: Executor, dialect: Dialect, sql: str, rows: Sequence[tuple[
 
 
 def backfill_rollups(tx: Executor, dialect_name: str) -> None:
-    """Migration step: roll up the rows stored before the rollups existed, page by page, with the
-    recorder's own aggregation (an empty store costs one query)."""
+    """Migration step 011: roll up the rows stored before the rollups existed, page by page, with
+    the recorder's own aggregation (an empty store costs one query). It runs on the tables as 010
+    made them, before requests had a project (023) and the rollups one (024)."""
     dialect = SQLITE if dialect_name == "sqlite" else POSTGRES
     page = dialect.sql("SELECT * FROM requests WHERE created_at > ? OR (created_at = ? AND id > ?) "
                        "ORDER BY created_at, id LIMIT ?")
     after: tuple[int, str] = (-1, "")
     while rows := tx.execute(page, (after[0], after[0], after[1], _BACKFILL_PAGE)).fetchall():
-        write_rollups(tx, dialect, rows)
+        # 010's tables have no project: the key's project part is left out, whatever it holds.
+        write_rollups(tx, dialect, [{**row, "project_id": ""} for row in rows], by_project=False)
         after = (rows[-1]["created_at"], rows[-1]["id"])
 
 
@@ -305,13 +315,14 @@ class RollupUpkeep:
         sums, lb, tb = contribution(row)
         at = row["created_at"]
         hour = at // LEVEL_MS["hour"] * LEVEL_MS["hour"]
+        project = row["project_id"]
         moves: dict[tuple[Any, ...], Acc] = {}
         for key, value in changed.items():
             if key in old and old[key] is not None:
-                _acc(moves, (f"property:{key}", hour, property_value(old[key]))).add_row(sums, lb, tb, at, -1)
-            _acc(moves, (f"property:{key}", hour, value)).add_row(sums, lb, tb, at)
+                _acc(moves, (project, f"property:{key}", hour, property_value(old[key]))).add_row(sums, lb, tb, at, -1)
+            _acc(moves, (project, f"property:{key}", hour, value)).add_row(sums, lb, tb, at)
         _upsert(tx, self.dialect, DIMENSION, "hour", moves)
-        _upsert(tx, self.dialect, DIMENSION, "day", _rekeyed(moves, 1, LEVEL_MS["day"]))
+        _upsert(tx, self.dialect, DIMENSION, "day", _rekeyed(moves, 2, LEVEL_MS["day"]))
 
 
 def _acc(accs: dict[tuple[Any, ...], Acc], key: tuple[Any, ...]) -> Acc:
@@ -328,13 +339,14 @@ def _properties(properties_json: str) -> Iterable[tuple[str, str]]:
             for key, value in orjson.loads(properties_json).items() if value is not None]
 
 
-def _add_session(sessions: dict[str, list[Any]], row: Mapping[str, Any], sums: Sequence[int]) -> None:
+def _add_session(sessions: dict[tuple[str, str], list[Any]], row: Mapping[str, Any], sums: Sequence[int]) -> None:
     at = row["created_at"]
     end = at + round(float(row["latency_ms"]))
-    entry = sessions.get(row["session_id"])
+    key = (row["project_id"], row["session_id"])
+    entry = sessions.get(key)
     if entry is None:
         # name, user, first, last, end, then SESSION_SUMS in order
-        sessions[row["session_id"]] = [row["session_name"], row["user_id"], at, at, end,
+        sessions[key] = [row["session_name"], row["user_id"], at, at, end,
                                        *sums[:7], sums[10]]
         return
     if row["session_name"] is not None and at >= entry[3]:

@@ -6,12 +6,15 @@
     users         rollup_user_{day,hour} and the rows at ragged range ends: per user requests,
                   tokens, cost, first/last active, active days (Helicone's active_for)
     property_*    rollup_dimension_* rows of dimension "property:<key>"
+
+Each reads one project's rows only (the project leads every rollup key; a session id is unique
+within its project, not across projects).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .analytics import AnalyticsQuery, segments
@@ -30,6 +33,7 @@ MAX_SESSION_REQUESTS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class SessionQuery:
+    project: str = field(kw_only=True)      # only this project's sessions; required, by name
     start: int = 0
     end: int = FOREVER
     search: str | None = None           # session id or name contains (case-insensitive)
@@ -42,6 +46,7 @@ class SessionQuery:
 
 @dataclass(frozen=True, slots=True)
 class UserQuery:
+    project: str = field(kw_only=True)      # only this project's users; required, by name
     start: int = 0
     end: int = FOREVER
     user_ids: tuple[str, ...] = ()
@@ -127,8 +132,8 @@ class SessionQueries:
         raise NotImplementedError
 
     def sessions(self, query: SessionQuery) -> list[dict[str, Any]]:
-        conditions = ["s.first_at < ?", "s.last_at >= ?"]
-        params: list[Any] = [query.end, query.start]
+        conditions = ["s.project_id = ?", "s.first_at < ?", "s.last_at >= ?"]
+        params: list[Any] = [query.project, query.end, query.start]
         if query.name is not None:
             conditions.append("s.session_name = ?")
             params.append(query.name)
@@ -141,12 +146,14 @@ class SessionQueries:
                f"ORDER BY {SESSION_SORTS[query.sort]} {direction} NULLS LAST, s.session_id {direction} LIMIT ? OFFSET ?")
         return [_session(row) for row in self._rows(self.dialect.sql(sql), [*params, query.limit, query.offset])]
 
-    def session(self, session_id: str) -> dict[str, Any] | None:
-        summary = self._rows(self.dialect.sql("SELECT * FROM rollup_sessions WHERE session_id = ?"), (session_id,))
+    def session(self, session_id: str, *, project: str) -> dict[str, Any] | None:
+        summary = self._rows(self.dialect.sql("SELECT * FROM rollup_sessions WHERE project_id = ? AND session_id = ?"),
+                             (project, session_id))
         rows = self._rows(self.dialect.sql(
             "SELECT id AS request_id, created_at, latency_ms, ttft_ms, cost, status, provider, model, "
             "prompt_tokens, completion_tokens, total_tokens, request_name, user_id, session_path "
-            "FROM requests WHERE session_id = ? ORDER BY created_at, id LIMIT ?"), (session_id, MAX_SESSION_REQUESTS))
+            "FROM requests WHERE session_id = ? AND project_id = ? ORDER BY created_at, id LIMIT ?"),
+            (session_id, project, MAX_SESSION_REQUESTS))
         if not rows and not summary:
             return None
         session: dict[str, Any] = _session(summary[0]) if summary else {"session": session_id, "session_id": session_id}
@@ -173,18 +180,21 @@ class SessionQueries:
                        "COALESCE(SUM(r.completion_tokens), 0), COALESCE(SUM(r.total_tokens), 0), "
                        "CAST(COALESCE(SUM(CAST(ROUND(r.cost * 1000000000) AS BIGINT)), 0) AS BIGINT), "
                        f"SUM(CASE WHEN {ERROR_SQL} THEN 1 ELSE 0 END), MIN(r.created_at), MAX(r.created_at), 0 "
-                       f"FROM requests r WHERE r.created_at >= ? AND r.created_at < ? AND r.user_id IS NOT NULL{only} "
+                       "FROM requests r WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? "
+                       f"AND r.user_id IS NOT NULL{only} "
                        "GROUP BY 1, 2")
             elif level == "hour":
                 sql = (f"SELECT r.user_id, (r.bucket / {DAY}) * {DAY}, {sums}, MIN(r.first_at), MAX(r.last_at), 0 "
-                       f"FROM {USER.table(level)} r WHERE r.bucket >= ? AND r.bucket < ? AND r.user_id <> ''{only} "
+                       f"FROM {USER.table(level)} r WHERE r.project_id = ? AND r.bucket >= ? AND r.bucket < ? "
+                       f"AND r.user_id <> ''{only} "
                        "GROUP BY 1, 2")
             else:
                 sql = (f"SELECT r.user_id, NULL, {sums}, MIN(r.first_at), MAX(r.last_at), count(*) "
-                       f"FROM {USER.table(level)} r WHERE r.bucket >= ? AND r.bucket < ? AND r.user_id <> ''{only} "
+                       f"FROM {USER.table(level)} r WHERE r.project_id = ? AND r.bucket >= ? AND r.bucket < ? "
+                       f"AND r.user_id <> ''{only} "
                        "GROUP BY 1")
-            for user_id, day, *totals, first, last, days in self._tuples(self.dialect.sql(sql),
-                                                                           [start, end, *query.user_ids]):
+            params = [query.project, start, end, *query.user_ids]
+            for user_id, day, *totals, first, last, days in self._tuples(self.dialect.sql(sql), params):
                 entry = found.get(user_id)
                 if entry is None:
                     entry = found[user_id] = [0, 0, 0, 0, 0, 0, first, last, 0, set()]
@@ -199,20 +209,20 @@ class SessionQueries:
 
     # -- properties ---------------------------------------------------------------------------------
 
-    def property_keys(self, start: int = 0, end: int = FOREVER) -> list[dict[str, Any]]:
+    def property_keys(self, *, project: str, start: int = 0, end: int = FOREVER) -> list[dict[str, Any]]:
         totals: dict[str, list[int]] = {}
         for level, seg_start, seg_end in segments(start, end, ("day", "hour")):
             if level is None:
                 sql = ("SELECT p.key, count(*), CAST(COALESCE(SUM(CAST(ROUND(r.cost * 1000000000) AS BIGINT)), 0) AS BIGINT) "
                        "FROM request_properties p JOIN requests r ON r.id = p.request_id "
-                       "WHERE r.created_at >= ? AND r.created_at < ? GROUP BY p.key")
-                params: list[Any] = [seg_start, seg_end]
+                       "WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? GROUP BY p.key")
+                params: list[Any] = [project, seg_start, seg_end]
             else:
                 # "property;" is the first text after every "property:…": a range on the key's prefix.
                 sql = (f"SELECT substr(r.dimension, 10), CAST(SUM(r.requests) AS BIGINT), CAST(SUM(r.cost_nusd) AS BIGINT) "
-                       f"FROM rollup_dimension_{level} r WHERE r.dimension >= ? AND r.dimension < ? "
-                       "AND r.bucket >= ? AND r.bucket < ? GROUP BY r.dimension")
-                params = ["property:", "property;", seg_start, seg_end]
+                       f"FROM rollup_dimension_{level} r WHERE r.project_id = ? AND r.dimension >= ? "
+                       "AND r.dimension < ? AND r.bucket >= ? AND r.bucket < ? GROUP BY r.dimension")
+                params = [project, "property:", "property;", seg_start, seg_end]
             for key, requests, cost in self._tuples(self.dialect.sql(sql), params):
                 entry = totals.setdefault(key, [0, 0])
                 entry[0] += requests
@@ -222,9 +232,10 @@ class SessionQueries:
         keys.sort(key=lambda k: (-k["requests"], k["property"]))
         return keys
 
-    def property_values(self, key: str, start: int = 0, end: int = FOREVER, limit: int = 100,
+    def property_values(self, key: str, *, project: str, start: int = 0, end: int = FOREVER, limit: int = 100,
                         node: Node | None = None) -> list[dict[str, Any]]:
-        result = self.analytics(AnalyticsQuery(start, end, node or ALL, None, "property:" + key.lower(), limit))
+        result = self.analytics(AnalyticsQuery(start, end, node or ALL, None, "property:" + key.lower(), limit,
+                                               project=project))
         return [{"value": group.pop("group"), **group} for group in result["groups"]]
 
 
