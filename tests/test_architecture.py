@@ -55,7 +55,7 @@ LAYERS: dict[str, set[str]] = {
     "budgets": set(),
     "proxy": {"auth", "budgets", "controls", "errors", "pricing", "recording", "settings", "state", "usage"},
     "api": {"__init__", "auth", "budgets", "errors", "keys", "pricing", "recording", "storage", "usage", "vault"},
-    "dashboard": {"__init__", "api", "auth", "errors", "pricing", "recording", "settings", "storage", "usage"},
+    "dashboard": {"__init__", "api", "auth", "budgets", "errors", "export", "keys", "pricing", "recording", "settings", "storage", "usage"},
     "keys": {"auth", "storage"},
     "vault": {"proxy", "storage"},
     "export": {"api", "storage"},

@@ -286,6 +286,31 @@ def test_query_pages_bodies_and_scores(store: Store) -> None:
     assert isinstance(bare[0]["cache_enabled"], bool)
 
 
+def test_query_keyset_pages_on_created_at_and_id(store: Store) -> None:
+    # Two rows share a created_at: the id breaks the tie, so no row is skipped or repeated.
+    store.insert_requests([make_row(f"k{n}", created_at=T0 + n // 2) for n in range(7)])
+    for descending in (True, False):
+        sort = parse_sort({"created_at": "desc" if descending else "asc"})
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = store.query_requests(RequestQuery(project="default", sort=sort, limit=3, include_bodies=False,
+                                                     cursor=cursor))
+            seen += [r["id"] for r in page]
+            if len(page) < 3:
+                break
+            cursor = (page[-1]["created_at"], page[-1]["id"])
+        assert seen == sorted(seen, reverse=descending) and len(seen) == 7
+    with pytest.raises(ValueError):
+        store.query_requests(RequestQuery(project="default", sort=parse_sort({"cost": "asc"}), cursor=(T0, "k1")))
+
+
+def test_instance_secrets_are_made_once_and_kept(store: Store) -> None:
+    first = store.instance_secret("dashboard_session")
+    assert len(first) >= 32 and store.instance_secret("dashboard_session") == first
+    assert store.instance_secret("another") != first
+
+
 def test_rare_and_common_property_values_give_the_same_rows(store: Store) -> None:
     # SQLite plans these two differently (index-driven for rare values); the rows must not differ.
     rows = [make_row(f"c{n:04d}", created_at=T0 + n, props={"tier": "common" if n % 2 else "rare" if n < 6 else "x"})

@@ -1,6 +1,6 @@
 """Composition root: build the store, recorder, proxy and API from settings, once.
 
-Requests under /api, the ops endpoints and the landing page go to a Starlette app; every other
+Requests under /api, the ops endpoints and the dashboard (dashboard.PREFIXES and /) go to a Starlette app; every other
 path is a proxied call and goes straight to the proxy's ASGI handler, with no framework between.
 """
 
@@ -16,10 +16,12 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .api import api_routes
+from .dashboard import PREFIXES as DASHBOARD_PREFIXES
+from .dashboard import Dashboard, dashboard_routes
 from .errors import Overloaded
 from .pricing import parse_overrides
 from .auth import KeyCache
@@ -40,14 +42,7 @@ log = logging.getLogger("heliograph")
 
 READYZ_TIMEOUT = 0.9
 JOURNAL_DEGRADED_AFTER = 30.0
-NOT_PROXIED = ("/api/", "/healthz", "/readyz", "/metrics")
-
-LANDING = """<!doctype html><meta charset="utf-8"><title>Heliograph</title>
-<h1>Heliograph</h1><p>The gateway is running. Point an SDK's base URL at
-<code>/openai/v1</code>, <code>/anthropic</code> or another provider prefix and send
-<code>Helicone-Auth: Bearer &lt;key&gt;</code>.</p>
-<ul><li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li>
-<li><a href="/metrics">/metrics</a></li></ul>"""
+NOT_PROXIED = ("/api/", "/healthz", "/readyz", "/metrics", *DASHBOARD_PREFIXES)
 
 
 class StartupError(Exception):
@@ -93,13 +88,15 @@ class Heliograph:
               registry=self.registry).set_function(lambda: self.recorder.clamped)
         Gauge("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without bodies).",
               registry=self.registry).set_function(lambda: self.recorder.internal_errors)
+        self.dashboard = Dashboard(self.store, self.keys, settings)
         self.web = Starlette(routes=[
-            Route("/", self.landing),
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
             *api_routes(self.store, self.keys, self.recorder.submit, self.ids, provider_keys=self.provider_keys),
+            *dashboard_routes(self.dashboard),
         ])
+        self.web.state.dashboard = self.dashboard
         self._tasks: list[asyncio.Task[None]] = []
         self._ping: asyncio.Future[None] | None = None
         self.retention = RetentionRunner(
@@ -195,9 +192,6 @@ class Heliograph:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def landing(self, request: Request) -> Response:
-        return HTMLResponse(LANDING)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

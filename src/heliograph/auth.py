@@ -150,3 +150,10 @@ class KeyCache:
             expired = datetime.fromtimestamp(key.expires_at / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
             raise KeyExpired(f"This Heliograph key expired on {expired}; create a new one with 'heliograph keys create'.")
         return key
+
+    def by_hash(self, digest: str) -> KeyInfo | None:
+        """The key with this SHA-256, if it is known, not revoked (as of the last reload) and not expired."""
+        key = self._keys.get(digest)
+        if key is None or (key.expires_at is not None and time.time() * 1000 >= key.expires_at):
+            return None
+        return key

@@ -265,6 +265,7 @@ def report(traffic: Traffic, base: str, key: NewKey, store_url: str, since: str,
     return (f"Done: {len(traffic.ids)} requests sent ({traffic.errors} answered with an error, on purpose), "
             f"all {len(traffic.ids)} recorded.\n\n"
             f"Your demo key (shown once): {key.key}\n"
+            f"Dashboard: {base}/login (paste the key above to log in)\n"
             f"Look at the data:\n"
             f"  curl -s {base}/api/v1/request/{traffic.sample_id} {auth}\n"
             f"  curl -s {base}/api/v1/request/query {auth} -d '{query}'\n"
@@ -304,6 +305,18 @@ def _one_call(rng: random.Random, n: int, run: str) -> Call:
     headers["Authorization"] = "Bearer demo-provider-key"
     if rng.random() < 0.08:
         return prefix + "/embeddings", headers, {"model": "text-embedding-3-small", "input": prompt}
+    # The gateway's controls, so every dashboard page has them: a flaky first attempt retried, a
+    # failing model replaced by a fallback, and repeated prompts answered from the cache.
+    control = rng.random()
+    if control < 0.05 and "X-Fake-Scenario" not in headers:
+        headers |= {"Helicone-Retry-Enabled": "true", "Helicone-Retry-Num": "2", "Helicone-Retry-Min-Timeout": "10",
+                    "Helicone-Retry-Max-Timeout": "50", "X-Fake-Scenario": "fail-times=1", "X-Fake-Key": str(uuid.uuid4())}
+    elif control < 0.09 and "X-Fake-Scenario" not in headers:
+        headers |= {"Helicone-Fallback": '[{"model": "gpt-4o-mini"}]', "X-Fake-Scenario": "fail-times=1",
+                    "X-Fake-Key": str(uuid.uuid4())}
+    elif control < 0.3:
+        headers["Helicone-Cache-Enabled"] = "true"
+        stream = False      # same prompt, same body: later ones are hits
     return prefix + "/chat/completions", headers, {
         "model": rng.choice(models), "stream": stream,
         "messages": [{"role": "system", "content": "You are a helpful assistant."},

@@ -121,3 +121,35 @@ def export(store: Store, out: IO[bytes], fmt: Format, node: Node = ALL, *, proje
     if fmt == "csv":
         return write_csv(rendered, out, with_bodies=with_bodies)
     return write_jsonl(rendered, out)
+
+
+def iter_export(store: Store, fmt: Format, node: Node = ALL, *, project: str, with_bodies: bool = False,
+                limit: int | None = None, rows_per_chunk: int = 200) -> Iterator[bytes]:
+    """The same output as `export`, as chunks of bytes for a streamed HTTP response (one page of
+    the store in memory at a time)."""
+    rendered = records(store, node, project=project, with_bodies=with_bodies, limit=limit)
+    return iter_write(rendered, fmt, with_bodies=with_bodies, rows_per_chunk=rows_per_chunk)
+
+
+def iter_write(rendered: Iterable[dict[str, Any]], fmt: Format, *, with_bodies: bool,
+               rows_per_chunk: int = 200) -> Iterator[bytes]:
+    """Rendered records as CSV or JSONL, in chunks of bytes."""
+    fields = [f for f in CSV_FIELDS if with_bodies or f not in BODY_FIELDS]
+    text = io.StringIO()
+    writer = csv.writer(text)
+    if fmt == "csv":
+        writer.writerow(fields)
+    chunk: list[bytes] = []
+    for count, record in enumerate(rendered, 1):
+        if fmt == "csv":
+            writer.writerow([_cell(record.get(name)) for name in fields])
+        else:
+            chunk.append(orjson.dumps(record) + b"\n")
+        if count % rows_per_chunk == 0:
+            yield text.getvalue().encode() + b"".join(chunk)
+            text.seek(0)
+            text.truncate()
+            chunk.clear()
+    rest = text.getvalue().encode() + b"".join(chunk)
+    if rest:
+        yield rest

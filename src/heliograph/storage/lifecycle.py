@@ -75,6 +75,7 @@ class _SQL(Protocol):
     def _rows(self, sql: str, params: Sequence[Any] = ...) -> list[dict[str, Any]]: ...
     def _transaction(self, *, ingest: bool = ...) -> AbstractContextManager[_Executor]: ...
     def scores(self, request_ids: Sequence[str], *, project: str) -> dict[str, dict[str, int]]: ...
+    def instance_secret(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +266,19 @@ class Lifecycle:
                     break
         return PruneResult(bodies, deleted, finished)
 
+    def instance_secret(self: _SQL, name: str) -> str:
+        """A random secret named `name`, made on first use and kept in this database, so that every
+        process of a deployment (workers, replicas) agrees on it."""
+        ph = self.dialect.placeholder
+        select = f"SELECT value FROM instance_secrets WHERE name = {ph}"
+        rows = self._rows(select, (name,))
+        if not rows:
+            with self._transaction() as tx:
+                tx.execute(f"INSERT INTO instance_secrets (name, value) VALUES ({ph}, {ph}) ON CONFLICT DO NOTHING",
+                           (name, secrets.token_hex(32)))
+            rows = self._rows(select, (name,))
+        return str(rows[0]["value"])
+
     def audit_subject(self: _SQL, user_id: str) -> str:
         """The keyed hash an erasure of `user_id` is audited under.
 
@@ -272,15 +286,7 @@ class Lifecycle:
         elsewhere) cannot be reversed by hashing guesses, while an operator with the database can
         still answer "was this user erased?" by computing it.
         """
-        ph = self.dialect.placeholder
-        select = f"SELECT value FROM instance_secrets WHERE name = {ph}"
-        rows = self._rows(select, (SUBJECT_KEY,))
-        if not rows:
-            with self._transaction() as tx:
-                tx.execute(f"INSERT INTO instance_secrets (name, value) VALUES ({ph}, {ph}) ON CONFLICT DO NOTHING",
-                           (SUBJECT_KEY, secrets.token_hex(32)))
-            rows = self._rows(select, (SUBJECT_KEY,))
-        key = str(rows[0]["value"]).encode()
+        key = self.instance_secret(SUBJECT_KEY).encode()
         return "hmac-sha256:" + hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
     def erase_user(self: _SQL, user_id: str, *, project: str, actor: str, batch: int = BATCH_ROWS) -> Erasure:

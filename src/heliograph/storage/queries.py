@@ -2,6 +2,10 @@
 
 A `RequestQuery` is what a client asked for, already checked (see `filters.parse_filter` and
 `filters.parse_sort`); `select_requests` turns it into one SELECT for a dialect.
+
+Keyset paging (`cursor`): with the default order (created_at, then id), a page starts after the
+(created_at, id) of the previous page's last row, so page 1000 costs what page 1 does; `offset`
+stays for Helicone's API.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class RequestQuery:
     limit: int = DEFAULT_LIMIT
     offset: int = 0
     include_bodies: bool = True
+    cursor: tuple[int, str] | None = None   # (created_at ms, id) of the last row seen; created_at order only
 
 
 def select_requests(query: RequestQuery, dialect: Dialect,
@@ -33,6 +38,14 @@ def select_requests(query: RequestQuery, dialect: Dialect,
         columns += ", b.request AS request_body, b.response AS response_body"
         join = " LEFT JOIN request_bodies b ON b.id = r.id"
     ph = dialect.placeholder
-    sql = (f"SELECT {columns} FROM requests r{join} WHERE r.project_id = {ph} AND ({where}) "
+    keyset, keyset_params = "", []
+    if query.cursor is not None:
+        if len(query.sort) != 1 or query.sort[0].expr != "r.created_at":
+            raise ValueError("a cursor pages only the created_at order")
+        cmp = "<" if query.sort[0].descending else ">"
+        # The first conjunct alone is index-friendly; the second breaks ties on id.
+        keyset = f" AND r.created_at {cmp}= {ph} AND (r.created_at {cmp} {ph} OR r.id {cmp} {ph})"
+        keyset_params = [query.cursor[0], query.cursor[0], query.cursor[1]]
+    sql = (f"SELECT {columns} FROM requests r{join} WHERE r.project_id = {ph}{keyset} AND ({where}) "
            f"ORDER BY {order} LIMIT {ph} OFFSET {ph}")
-    return sql, [query.project, *params, query.limit, query.offset]
+    return sql, [query.project, *keyset_params, *params, query.limit, query.offset]

@@ -34,6 +34,7 @@ from .executor import Executor
 from .filters import Dialect, Node
 from .analytics import AnalyticsQueries
 from .budgets import BudgetStore
+from .cache_stats import CacheStats
 from .credentials import ProviderCredentials
 from .lifecycle import Lifecycle
 from .queries import RequestQuery, select_requests
@@ -87,7 +88,8 @@ _GET_REQUEST = ("SELECT r.*, b.request AS request_body, b.response AS response_b
 _SCORES_CHUNK = 500
 
 
-class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, ProviderCredentials, BudgetStore):
+class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, ProviderCredentials, BudgetStore,
+               CacheStats):
     dialect: ClassVar[Dialect]
     unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
     for_update: ClassVar[str] = ""      # row lock for read-modify-write, where the dialect has one
