@@ -142,6 +142,17 @@ def test_a_person_uses_the_dashboard(filled: Gateway, shots: Any) -> None:
                 shots(page, name)
             expect(page.locator("table[aria-label=Keys]")).to_be_visible()
 
+            # a chart with data, and a session's tree with its waterfall
+            page.goto(gw.url + "/analytics?range=24h")
+            chart = page.locator("svg.chart-line[data-points]").first
+            expect(chart).to_be_visible()
+            assert int(chart.get_attribute("data-points") or 0) > 0
+            page.goto(gw.url + "/sessions")
+            page.locator("td a[href^='/sessions/']").first.click()
+            expect(page.locator("tr.tree-node").first).to_be_visible()
+            expect(page.locator("svg.waterfall").first).to_be_visible()
+            shots(page, "07b-session-tree")
+
             # a phone, in dark mode
             phone = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
                                         storage_state=context.storage_state())
