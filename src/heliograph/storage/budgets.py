@@ -12,10 +12,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
-from .executor import Executor
+from .executor import QueryMixin
 
 _UPSERT = ("INSERT INTO budgets (id, project_id, target_kind, target, usd, period, created_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, target_kind, target, period) "
@@ -27,17 +26,8 @@ _TARGET_COLUMN = {"key": "key_id", "project": "project_id", "user": "user_id"}
 _CHUNK = 500
 
 
-class BudgetStore:
+class BudgetStore(QueryMixin):
     """Mixed into SQLStore: the budgets table, and recorded spend per target and period."""
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def _transaction(self, *, ingest: bool = False) -> AbstractContextManager[Executor]:
-        raise NotImplementedError
-
-    def _q(self, sql: str) -> str:
-        raise NotImplementedError
 
     def set_budget(self, project_id: str, target_kind: str, target: str, usd: float, period: str) -> dict[str, Any]:
         """Create or replace the budget of (project, kind, target, period); the row as listed."""

@@ -10,11 +10,9 @@ Mixed into SQLStore, so both stores share it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
-from .executor import Executor
+from .executor import QueryMixin
 
 _UPSERT = ("INSERT INTO provider_credentials (project_id, provider, ciphertext, fingerprint, created_at, updated_at) "
            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, provider) DO UPDATE SET "
@@ -22,17 +20,8 @@ _UPSERT = ("INSERT INTO provider_credentials (project_id, provider, ciphertext, 
 _SHOWN = "provider, fingerprint, created_at, updated_at"
 
 
-class ProviderCredentials:
+class ProviderCredentials(QueryMixin):
     """Mixed into SQLStore: the provider_credentials table (migration 026)."""
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def _transaction(self, *, ingest: bool = False) -> AbstractContextManager[Executor]:
-        raise NotImplementedError
-
-    def _q(self, sql: str) -> str:
-        raise NotImplementedError
 
     def put_provider_credential(self, provider: str, ciphertext: str, fingerprint: str, *,
                                 project: str) -> dict[str, Any]:
