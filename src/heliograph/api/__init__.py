@@ -72,6 +72,11 @@ def authenticated(keys: KeyCache, handler: Handler, *, scope: str) -> Handler:
     return wrapper
 
 
+def route(keys: KeyCache, path: str, handler: Handler, method: str, *, scope: str) -> Route:
+    """One /api route for keys of `scope` or wider."""
+    return Route(path, authenticated(keys, handler, scope=scope), methods=[method])
+
+
 async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
     body = await request.body()
     if not body.strip() and empty_ok:

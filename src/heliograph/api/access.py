@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..auth import KeyCache
 from ..keys import AccessError, create_key, create_project
 from ..storage import Store
-from . import ApiError, authenticated, envelope, json_object
+from . import ApiError, envelope, json_object, route
 from .records import iso
 
 KEY_TIMES = ("created_at", "expires_at", "revoked_at")
@@ -83,13 +83,10 @@ def access_routes(store: Store, keys: KeyCache) -> list[Route]:
         rows = await asyncio.to_thread(store.list_projects)
         return envelope([{**row, "created_at": iso(row["created_at"])} for row in rows if row["id"] == project])
 
-    def route(path: str, handler: Any, method: str) -> Route:
-        return Route(path, authenticated(keys, handler, scope="admin"), methods=[method])
-
     return [
-        route("/v1/keys", create_key_, "POST"),
-        route("/v1/keys", list_keys, "GET"),
-        route("/v1/keys/{key_id}", revoke_key, "DELETE"),
-        route("/v1/projects", create_project_, "POST"),
-        route("/v1/projects", list_projects, "GET"),
+        route(keys, "/v1/keys", create_key_, "POST", scope="admin"),
+        route(keys, "/v1/keys", list_keys, "GET", scope="admin"),
+        route(keys, "/v1/keys/{key_id}", revoke_key, "DELETE", scope="admin"),
+        route(keys, "/v1/projects", create_project_, "POST", scope="admin"),
+        route(keys, "/v1/projects", list_projects, "GET", scope="admin"),
     ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -27,7 +27,7 @@ from ..storage.analytics import GROUPS, MAX_BUCKETS, PROPERTY_GROUP, AnalyticsQu
 from ..storage.filters import iso_ms, parse_filter
 from ..storage.rollup_schema import LEVEL_MS
 from ..storage.sessions import FOREVER
-from . import ApiError, authenticated, envelope, json_object
+from . import ApiError, envelope, json_object, route
 from .records import iso
 
 DAY_MS = 86_400_000
@@ -139,11 +139,8 @@ def analytics_routes(store: Store, keys: KeyCache) -> list[Route]:
         return envelope(await asyncio.to_thread(store.property_values, key, project=request.state.key.project_id,
                                                 start=start, end=end, limit=limit))
 
-    def route(path: str, handler: Callable[[Request], Any], method: str) -> Route:
-        return Route(path, authenticated(keys, handler, scope="read"), methods=[method])
-
     return [
-        route("/v1/analytics/query", analytics, "POST"),
-        route("/v1/property", property_keys, "GET"),
-        route("/v1/property/{key:path}", property_values, "GET"),
+        route(keys, "/v1/analytics/query", analytics, "POST", scope="read"),
+        route(keys, "/v1/property", property_keys, "GET", scope="read"),
+        route(keys, "/v1/property/{key:path}", property_values, "GET", scope="read"),
     ]

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from ..auth import KeyCache
 from ..budgets import KINDS, BudgetError, parse_period, parse_usd, resolve_key, statuses
 from ..storage import Store
-from . import ApiError, authenticated, envelope, json_object
+from . import ApiError, envelope, json_object, route
 
 MAX_USER_ID = 1024
 
@@ -83,7 +83,7 @@ def budget_routes(store: Store, keys: KeyCache) -> list[Route]:
         return envelope({"id": budget_id, "deleted": True})
 
     return [
-        Route("/v1/budgets", authenticated(keys, set_budget, scope="admin"), methods=["POST"]),
-        Route("/v1/budgets", authenticated(keys, list_budgets, scope="admin"), methods=["GET"]),
-        Route("/v1/budgets/{budget_id}", authenticated(keys, delete_budget, scope="admin"), methods=["DELETE"]),
+        route(keys, "/v1/budgets", set_budget, "POST", scope="admin"),
+        route(keys, "/v1/budgets", list_budgets, "GET", scope="admin"),
+        route(keys, "/v1/budgets/{budget_id}", delete_budget, "DELETE", scope="admin"),
     ]

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..auth import KeyCache
 from ..storage import Store
 from ..vault import ProviderKeys, VaultError, known_providers
-from . import ApiError, authenticated, envelope, json_object
+from . import ApiError, envelope, json_object, route
 from .records import iso
 
 
@@ -64,11 +64,8 @@ def provider_key_routes(store: Store, keys: KeyCache, provider_keys: ProviderKey
         await vault.reload()
         return envelope({"provider": provider, "deleted": True})
 
-    def route(path: str, handler: Any, method: str) -> Route:
-        return Route(path, authenticated(keys, handler, scope="admin"), methods=[method])
-
     return [
-        route("/v1/provider-keys/{provider}", put, "PUT"),
-        route("/v1/provider-keys", list_, "GET"),
-        route("/v1/provider-keys/{provider}", delete, "DELETE"),
+        route(keys, "/v1/provider-keys/{provider}", put, "PUT", scope="admin"),
+        route(keys, "/v1/provider-keys", list_, "GET", scope="admin"),
+        route(keys, "/v1/provider-keys/{provider}", delete, "DELETE", scope="admin"),
     ]

@@ -36,7 +36,7 @@ from ..storage.filters import (
 )
 from ..storage.filters import TABLES as FILTER_TABLES
 from ..storage.queries import DEFAULT_LIMIT, MAX_LIMIT
-from . import ApiError, authenticated, envelope, json_object
+from . import ApiError, envelope, json_object, route
 from .records import render_request
 
 RECORD_GRACE_SECONDS = 2.0
@@ -182,14 +182,11 @@ def request_routes(store: Store, keys: KeyCache) -> list[Route]:
         return await _update(partial(store.set_properties, project=request.state.key.project_id), request_id,
                              parse_properties(await json_object(request)))
 
-    def route(path: str, handler: Callable[[Request], Any], method: str, scope: str = "read") -> Route:
-        return Route(path, authenticated(keys, handler, scope=scope), methods=[method])
-
     return [
-        route("/v1/request/query", query, "POST"),
-        route("/v1/request/{request_id}", get_one, "GET"),
+        route(keys, "/v1/request/query", query, "POST", scope="read"),
+        route(keys, "/v1/request/{request_id}", get_one, "GET", scope="read"),
         # Write-only logging routes: an application's own `proxy` key may use them.
-        route("/v1/request/{request_id}/feedback", feedback, "POST", scope="proxy"),
-        route("/v1/request/{request_id}/score", score, "POST", scope="proxy"),
-        route("/v1/request/{request_id}/property", property_, "PUT", scope="proxy"),
+        route(keys, "/v1/request/{request_id}/feedback", feedback, "POST", scope="proxy"),
+        route(keys, "/v1/request/{request_id}/score", score, "POST", scope="proxy"),
+        route(keys, "/v1/request/{request_id}/property", property_, "PUT", scope="proxy"),
     ]

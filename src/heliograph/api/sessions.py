@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ..auth import KeyCache
 from ..storage import Store
 from ..storage.sessions import SESSION_SORTS, USER_SORTS, SessionQuery, UserQuery
-from . import ApiError, authenticated, envelope, json_object
+from . import ApiError, envelope, json_object, route
 from .analytics import parse_int, parse_time_filter
 from .records import iso
 
@@ -111,11 +111,8 @@ def session_routes(store: Store, keys: KeyCache) -> list[Route]:
         rows = await asyncio.to_thread(store.users, query)
         return envelope([_with_iso(row, _USER_TIMES) for row in rows])
 
-    def route(path: str, handler: Callable[[Request], Any], method: str) -> Route:
-        return Route(path, authenticated(keys, handler, scope="read"), methods=[method])
-
     return [
-        route("/v1/session/query", sessions, "POST"),
-        route("/v1/session/{session_id}", session, "GET"),
-        route("/v1/user/query", users, "POST"),
+        route(keys, "/v1/session/query", sessions, "POST", scope="read"),
+        route(keys, "/v1/session/{session_id}", session, "GET", scope="read"),
+        route(keys, "/v1/user/query", users, "POST", scope="read"),
     ]
