@@ -53,18 +53,19 @@ LAYERS: dict[str, set[str]] = {
     "recording": {"errors", "pricing", "usage"},
     "storage": {"settings"},
     "budgets": set(),
+    "alerts": {"budgets", "settings", "storage"},
     "proxy": {"auth", "budgets", "controls", "errors", "pricing", "recording", "settings", "state", "usage"},
-    "api": {"__init__", "auth", "budgets", "errors", "keys", "pricing", "recording", "storage", "usage", "vault"},
-    "dashboard": {"__init__", "api", "auth", "budgets", "errors", "export", "keys", "pricing", "recording", "settings", "storage", "usage"},
+    "api": {"__init__", "alerts", "auth", "budgets", "errors", "keys", "pricing", "recording", "storage", "usage", "vault"},
+    "dashboard": {"__init__", "alerts", "api", "auth", "budgets", "errors", "export", "keys", "pricing", "recording", "settings", "storage", "usage"},
     "keys": {"auth", "storage"},
     "vault": {"proxy", "storage"},
     "export": {"api", "storage"},
     "retention": {"storage"},
     "synthetic": {"storage"},
-    "app": {"api", "auth", "budgets", "dashboard", "errors", "pricing", "proxy", "recording", "retention", "settings", "state", "storage", "vault"},
+    "app": {"alerts", "api", "auth", "budgets", "dashboard", "errors", "pricing", "proxy", "recording", "retention", "settings", "state", "storage", "vault"},
     "server": {"app", "errors", "settings"},
     "demo": {"app", "auth", "export", "keys", "proxy", "server", "settings", "storage", "testing"},
-    "cli": {"budgets", "demo", "export", "keys", "retention", "server", "settings", "storage", "synthetic", "vault"},
+    "cli": {"alerts", "budgets", "demo", "export", "keys", "retention", "server", "settings", "storage", "synthetic", "vault"},
 }
 
 

@@ -81,19 +81,30 @@ def world(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
     traffic(gw, a.keys["proxy"], "alpha", a)
     traffic(gw, b.keys["proxy"], SECRET, b)
     b_key_ids = httpx.get(gw.url + "/api/v1/keys", headers={"Authorization": f"Bearer {b.keys['admin']}"}).json()["data"]
-    budgets = {}
+    budgets, alerts, webhooks = {}, {}, {}
     for project in (a, b):
         made = httpx.post(gw.url + "/api/v1/budgets", json={"target": "project", "usd": 1000, "period": "month"},
                           headers={"Authorization": f"Bearer {project.keys['admin']}"})
         assert made.status_code == 201, made.text
         budgets[id(project)] = made.json()["data"]["id"]
+        tag = "alpha" if project is a else SECRET
+        made = httpx.post(gw.url + "/api/v1/alerts", headers={"Authorization": f"Bearer {project.keys['admin']}"},
+                          json={"name": f"{tag} alert", "metric": "cost", "threshold": 1000, "window": 3600})
+        assert made.status_code == 201, made.text
+        alerts[id(project)] = made.json()["data"]["id"]
+        made = httpx.post(gw.url + "/api/v1/webhooks", headers={"Authorization": f"Bearer {project.keys['admin']}"},
+                          json={"url": f"http://127.0.0.1:9/{tag}", "sample_rate": 0})
+        assert made.status_code == 201, made.text
+        webhooks[id(project)] = made.json()["data"]["id"]
     b.values = {"request_id": b.request_ids[0], "session_id": f"{SECRET}-session", "user_id": f"{SECRET}-user",
-                "key_id": b_key_ids[0]["id"], "key": "feature", "provider": "openai", "budget_id": budgets[id(b)]}
+                "key_id": b_key_ids[0]["id"], "key": "feature", "provider": "openai", "budget_id": budgets[id(b)],
+                "alert_id": alerts[id(b)], "webhook_id": webhooks[id(b)]}
     throwaway, _ = new_key(gw, f"throwaway-{uuid.uuid4().hex[:6]}", "proxy", "default")
     a_keys = httpx.get(gw.url + "/api/v1/keys", headers={"Authorization": f"Bearer {a.keys['admin']}"}).json()["data"]
     a.values = {"request_id": a.request_ids[0], "session_id": "alpha-session", "user_id": "nobody-here",
                 "key_id": next(k["id"] for k in a_keys if k["name"].startswith("throwaway")), "key": "feature",
-                "provider": "mistral", "budget_id": budgets[id(a)]}
+                "provider": "mistral", "budget_id": budgets[id(a)], "alert_id": alerts[id(a)],
+                "webhook_id": webhooks[id(a)]}
     yield gw, a, b
     gw.stop()
 
@@ -150,7 +161,8 @@ def test_another_projects_ids_are_unknown_and_its_rows_never_seen(world: tuple[G
                 text = text.replace(b.values[part[1:-1]], "")
         if SECRET in text or any(request_id in text for request_id in b.request_ids):
             leaks.append(f"{method.upper()} {path}: {r.status_code} {r.text[:200]}")
-        ids = [p for p in ("{request_id}", "{session_id}", "{key_id}", "{budget_id}") if p in path]
+        ids = [p for p in ("{request_id}", "{session_id}", "{key_id}", "{budget_id}", "{alert_id}", "{webhook_id}")
+               if p in path]
         if ids and r.status_code != 404:
             leaks.append(f"{method.upper()} {path} with B's {ids[0]}: {r.status_code}, not the 404 of an unknown id")
         # Same for A's own, unfiltered reads: nothing of B's.
@@ -170,6 +182,8 @@ def test_project_b_is_intact_after_project_a_tried_everything(world: tuple[Gatew
     keys = httpx.get(gw.url + "/api/v1/keys", headers=headers).json()["data"]
     assert all(k["revoked_at"] is None for k in keys)
     assert [x["id"] for x in httpx.get(gw.url + "/api/v1/budgets", headers=headers).json()["data"]] == [b.values["budget_id"]]
+    assert [x["id"] for x in httpx.get(gw.url + "/api/v1/alerts", headers=headers).json()["data"]] == [b.values["alert_id"]]
+    assert [x["id"] for x in httpx.get(gw.url + "/api/v1/webhooks", headers=headers).json()["data"]] == [b.values["webhook_id"]]
     assert httpx.post(gw.url + "/openai/v1/chat/completions", json=CHAT, timeout=30,
                       headers={"Helicone-Auth": f"Bearer {b.keys['proxy']}", "Authorization": "Bearer k"}).status_code == 200
 

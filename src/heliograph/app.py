@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .alerts.delivery import DeliveryWorker
+from .alerts.evaluator import AlertRunner
 from .api import api_routes
 from .dashboard import PREFIXES as DASHBOARD_PREFIXES
 from .dashboard import Dashboard, dashboard_routes
@@ -88,6 +90,17 @@ class Heliograph:
               registry=self.registry).set_function(lambda: self.recorder.clamped)
         Gauge("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without bodies).",
               registry=self.registry).set_function(lambda: self.recorder.internal_errors)
+        # Alerts: every gateway sends from the outbox; the one holding the lease evaluates.
+        self.deliveries = DeliveryWorker(self.store, settings)
+        self.alerts = AlertRunner(self.store, settings, on_queued=self.deliveries.wake)
+        Gauge("heliograph_alert_evaluator_leader", "1 while this process holds the lease of the alert evaluator.",
+              registry=self.registry).set_function(lambda: int(self.alerts.leader))
+        Gauge("heliograph_alert_evaluation_seconds", "How long the last evaluation of every alert rule took.",
+              registry=self.registry).set_function(lambda: self.alerts.last_duration)
+        Gauge("heliograph_notifications_sent", "Notifications and webhook calls delivered by this process.",
+              registry=self.registry).set_function(lambda: self.deliveries.sent)
+        Gauge("heliograph_notification_failures", "Failed attempts to deliver a notification or webhook call.",
+              registry=self.registry).set_function(lambda: self.deliveries.failed_attempts)
         self.dashboard = Dashboard(self.store, self.keys, settings)
         self.web = Starlette(routes=[
             Route("/healthz", self.healthz),
@@ -158,6 +171,8 @@ class Heliograph:
         await self.proxy.start()
         self.recorder.start()
         self.retention.start()
+        self.deliveries.start()
+        self.alerts.start()
         self._tasks.append(asyncio.create_task(self.keys.run_reloads()))
         self._tasks.append(asyncio.create_task(self.budgets.run_reloads()))
         self._tasks.append(asyncio.create_task(self.provider_keys.run_reloads()))
@@ -169,8 +184,10 @@ class Heliograph:
         for task in self._tasks:
             task.cancel()
         await self.proxy.close()
+        await self.alerts.close()
         await asyncio.to_thread(self.retention.stop)     # before the store closes under it
         await asyncio.to_thread(self.recorder.close)
+        await self.deliveries.close()      # after the recorder: its last batch may have queued webhook calls
         await self.state.close()
         self.store.close()
 

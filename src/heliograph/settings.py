@@ -142,6 +142,30 @@ SETTINGS: tuple[Setting, ...] = (
             "allows year-over-year comparisons; rollups (analytics) are kept beyond it."),
     Setting("retention_interval_seconds", _positive, 300.0,
             "Seconds between two retention passes of a running gateway (`heliograph db prune` runs one now)."),
+    Setting("alert_interval", _positive, 60.0,
+            "Seconds between two evaluations of the alert rules (by one gateway of those sharing the store: "
+            "a lease in the store elects it, and another takes over within two intervals if it stops)."),
+    Setting("alert_cooldown", _non_negative, 300.0,
+            "Seconds a firing alert's metric must stay on the right side of its threshold before the alert "
+            "resolves, so that a flapping metric does not send a notification every interval."),
+    Setting("delivery_timeout", _positive, 10.0,
+            "Seconds a webhook, Slack or SMTP server has to take one notification before the attempt "
+            "counts as failed (and is retried)."),
+    Setting("delivery_retry_base", _positive, 5.0,
+            "Seconds before the first retry of a failed notification; each further retry waits twice as "
+            "long, at most 5 minutes apart."),
+    Setting("delivery_give_up", _positive, 3600.0,
+            "Seconds after which a notification that still could not be delivered is marked failed."),
+    Setting("public_url", str, "",
+            "The dashboard's address as people reach it (e.g. https://heliograph.example.com), for the links "
+            "in notifications; default http://<host>:<port>."),
+    Setting("smtp_host", str, "", "SMTP server for email alert channels; empty: email channels are refused."),
+    Setting("smtp_port", int, 587, "SMTP server port."),
+    Setting("smtp_username", str, "", "SMTP login name; empty: no login."),
+    Setting("smtp_password", str, "", "SMTP login password.", secret=True),
+    Setting("smtp_from", str, "heliograph@localhost", "Sender address of alert emails."),
+    Setting("smtp_starttls", _bool, True,
+            "Upgrade the SMTP connection with STARTTLS before logging in (the server's certificate is verified)."),
     Setting("secret_key", str, "",
             "Encrypts the provider keys projects store in the database (`heliograph provider-keys`): a Fernet key "
             "(used as is) or any passphrase of 16 characters or more (stretched with scrypt). Needed to store one, "
@@ -183,6 +207,18 @@ class Settings:
     body_retention_days: float = 30.0
     metrics_retention_days: float = 400.0
     retention_interval_seconds: float = 300.0
+    alert_interval: float = 60.0
+    alert_cooldown: float = 300.0
+    delivery_timeout: float = 10.0
+    delivery_retry_base: float = 5.0
+    delivery_give_up: float = 3600.0
+    public_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "heliograph@localhost"
+    smtp_starttls: bool = True
     secret_key: str = ""
     upstreams: Mapping[str, str] = field(default_factory=dict)
     provider_keys: Mapping[str, str] = field(default_factory=dict)

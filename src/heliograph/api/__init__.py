@@ -123,6 +123,7 @@ def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | 
     """`submit`: the recorder's, for async logging (without it those routes answer 503);
     `provider_keys`: the gateway's (without it, one with no secret key: nothing can be stored)."""
     from .access import access_routes
+    from .alerts import alert_routes
     from .analytics import analytics_routes
     from .asynclog import async_log_routes
     from .budgets import budget_routes
@@ -137,6 +138,7 @@ def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | 
     routes += [*analytics_routes(store, keys), *session_routes(store, keys), *access_routes(store, keys)]
     routes += provider_key_routes(store, keys, provider_keys)
     routes += budget_routes(store, keys)
+    routes += alert_routes(store, keys)
     document_scopes([(PREFIX + _CONVERTER.sub("}", route.path), method, route.endpoint.scope)
                      for route in routes if isinstance(route, Route) and hasattr(route.endpoint, "scope")
                      for method in route.methods or () if method != "HEAD"])

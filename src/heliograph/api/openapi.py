@@ -16,6 +16,8 @@ from starlette.routing import Route
 from .. import __version__
 from ..storage.filters import OPERATORS, PROPERTIES_TABLE, SORT_COLUMNS, TABLES, Kind
 from ..storage.queries import DEFAULT_LIMIT, MAX_LIMIT
+from .alerts_docs import PATHS as ALERT_PATHS
+from .alerts_docs import SCHEMAS as ALERT_SCHEMAS
 from .analytics_docs import PATHS as ANALYTICS_PATHS
 from .analytics_docs import SCHEMAS as ANALYTICS_SCHEMAS
 from .asynclog import ROUTES as ASYNC_LOG_ROUTES
@@ -326,6 +328,8 @@ PATHS["/api/v1/provider-keys/{provider}"] = {
 # Analytics, sessions, users and properties are documented beside their handlers.
 PATHS.update(ANALYTICS_PATHS)
 SCHEMAS.update(ANALYTICS_SCHEMAS)
+PATHS.update(ALERT_PATHS)
+SCHEMAS.update(ALERT_SCHEMAS)
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",

@@ -218,6 +218,88 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("028_requests_cache_hits", """
         CREATE INDEX requests_cache_hits ON requests (project_id, created_at, cache_reference_id, model, latency_ms)
         WHERE cache_reference_id IS NOT NULL"""),
+    # Alerts and webhooks (issue 12, storage/alerts.py). A rule's definition is one JSON document
+    # (checked by heliograph/alerts/rules.py before it is stored); its state is one row per group.
+    # `deliveries` is the outbox of every notification and per-request webhook call: rows written
+    # in the transaction that caused them (the recorder's batch for request webhooks), drained by
+    # each gateway's delivery worker, so a pending call survives SIGTERM and kill -9 like a record.
+    # `leases` elects the one evaluator among gateways sharing the store.
+    ("030_alerts", """
+        CREATE TABLE alert_rules (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        );
+        CREATE INDEX alert_rules_project ON alert_rules (project_id, created_at);
+        CREATE TABLE alert_states (
+            rule_id TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            project_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            value DOUBLE PRECISION,
+            baseline DOUBLE PRECISION,
+            requests BIGINT,
+            since BIGINT NOT NULL,
+            last_breach_at BIGINT,
+            evaluated_at BIGINT NOT NULL,
+            PRIMARY KEY (rule_id, group_key)
+        );
+        CREATE TABLE alert_events (
+            id TEXT PRIMARY KEY,
+            rule_id TEXT NOT NULL,
+            project_id TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            value DOUBLE PRECISION,
+            threshold DOUBLE PRECISION NOT NULL,
+            baseline DOUBLE PRECISION,
+            at BIGINT NOT NULL
+        );
+        CREATE INDEX alert_events_rule ON alert_events (rule_id, at);
+        CREATE TABLE webhooks (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            sample_rate DOUBLE PRECISION NOT NULL,
+            property_filters TEXT NOT NULL DEFAULT '{}',
+            include_data BOOLEAN NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX webhooks_project ON webhooks (project_id, created_at);
+        CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            last_status INTEGER,
+            last_error TEXT
+        );
+        CREATE INDEX deliveries_due ON deliveries (status, next_at);
+        CREATE INDEX deliveries_project ON deliveries (project_id, created_at);
+        CREATE INDEX deliveries_source ON deliveries (source_id, created_at);
+        CREATE TABLE budget_notices (
+            budget_id TEXT NOT NULL,
+            period_start TEXT NOT NULL,
+            level INTEGER NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (budget_id, period_start, level)
+        );
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at BIGINT NOT NULL
+        )"""),
 ]
 
 

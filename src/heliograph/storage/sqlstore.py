@@ -32,11 +32,13 @@ import orjson
 
 from .executor import Executor
 from .filters import Dialect, Node
+from .alerts import AlertStore
 from .analytics import AnalyticsQueries
 from .budgets import BudgetStore
 from .cache_stats import CacheStats
 from .credentials import ProviderCredentials
 from .lifecycle import Lifecycle
+from .outbox import Outbox
 from .queries import RequestQuery, select_requests
 from .rollups import RollupUpkeep, unique_by_id
 from .schema import BOOLEAN_COLUMNS, REQUEST_COLUMNS
@@ -89,7 +91,7 @@ _SCORES_CHUNK = 500
 
 
 class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, ProviderCredentials, BudgetStore,
-               CacheStats):
+               CacheStats, AlertStore, Outbox):
     dialect: ClassVar[Dialect]
     unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
     for_update: ClassVar[str] = ""      # row lock for read-modify-write, where the dialect has one
@@ -120,7 +122,8 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, Provid
 
         A row whose id is stored already for another call is stored under a fresh id; the
         (old, new) ids are returned. The rollups (storage/rollups.py) are updated in the same
-        transaction, from the new rows only."""
+        transaction, from the new rows only, and so are the calls of per-request webhooks
+        (storage/outbox.py): a replayed batch queues none twice."""
         rows = unique_by_id(rows)
         bodies, properties = _side_rows(rows)    # built before the write lock is taken
         with self._transaction(ingest=True) as tx:
@@ -132,6 +135,7 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, Provid
             if properties:
                 tx.executemany(self._q(_INSERT_PROPERTY), properties)
             self._write_rollups(tx, fresh)
+            self._enqueue_request_webhooks(tx, fresh)
         return reassigned
 
     def set_scores(self, request_id: str, scores: Mapping[str, int], *, project: str) -> bool:

@@ -1,0 +1,276 @@
+"""The alert evaluator: every `alert_interval` seconds, in one gateway, from the rollups.
+
+Each rule is one analytics query (storage/analytics.py, the API's own; rollups plus the raw rows
+of the window's ragged minute edges), grouped when the rule is, and for an anomaly rule a second
+one over the 7 days before the window. Each (rule, group) moves between states:
+
+    ok ──breach──▶ firing ──no breach for alert_cooldown──▶ resolved ──breach──▶ firing …
+
+A window with fewer than `min_requests` requests, a percentile with no data, or an anomaly rule
+with no baseline leaves the state as it is. Every transition is an event (the rule's history) and
+one notification per channel, queued in the outbox with the new state in the same transaction.
+
+Grouped rules keep state rows only for groups that have left `ok`, so a rule grouped by user costs
+nothing per quiet user. Budgets (heliograph/budgets.py) are checked on the same tick: a budget
+reaching 80 % and 100 % of its period's amount notifies once per period through every channel of
+its project's alert rules.
+
+One evaluator across gateways: a lease row in the store (storage/alerts.py) held for 1.5 intervals
+and renewed every interval; the others look every half interval, so one takes over within two
+intervals of the holder stopping (at once when it shuts down cleanly: it gives the lease up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..budgets import statuses
+from ..settings import Settings
+from ..storage import Store, StoreUnavailable
+from ..storage.analytics import AnalyticsQuery
+from ..storage.filters import parse_filter
+from ..storage.outbox import delivery, new_id
+from .channels import render
+from .rules import ADDITIVE_METRICS, PERCENT_METRICS
+
+log = logging.getLogger("heliograph.alerts")
+
+LEASE = "alert-evaluator"
+BASELINE_MS = 7 * 86_400_000
+MAX_GROUPS = 1000
+BUDGET_LEVELS = (80, 100)
+OK, FIRING, RESOLVED = "ok", "firing", "resolved"
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def metric_value(metric: str, metrics: Mapping[str, Any], hits: int = 0) -> float | None:
+    """The rule's metric from an analytics answer (one group's or the summary), in the rule's units."""
+    requests = int(metrics.get("requests") or 0)
+    if metric == "error_rate":
+        return 100.0 * float(metrics.get("error_rate") or 0.0)
+    if metric == "cache_hit_rate":
+        return 100.0 * hits / requests if requests else 0.0
+    if metric == "request_count":
+        return float(requests)
+    if metric == "tokens":
+        return float(metrics.get("total_tokens") or 0)
+    value = metrics.get(metric)
+    return None if value is None else float(value)
+
+
+EMPTY: dict[str, Any] = {"requests": 0, "error_rate": 0.0, "cost": 0.0, "total_tokens": 0}
+
+
+class Evaluation:
+    """One pass over every rule: computes new states, events and notifications; the caller saves them."""
+
+    def __init__(self, store: Store, settings: Settings, now_ms: int) -> None:
+        self.store = store
+        self.settings = settings
+        self.now = now_ms
+        self.states: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.deliveries: list[tuple[Any, ...]] = []
+        self.link_base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+    def measure(self, rule: Mapping[str, Any], start: int, end: int) -> dict[Any, tuple[float | None, int]]:
+        """Group → (metric value, requests) over [start, end) for this rule."""
+        spec = rule["spec"]
+        node = parse_filter(spec["filter"])
+        group_by = spec["group_by"]
+        query = AnalyticsQuery(start, end, node, None, group_by, MAX_GROUPS, project=rule["project_id"])
+        result = self.store.analytics(query)
+        hits: Mapping[Any, int] = {}
+        if spec["metric"] == "cache_hit_rate":
+            hits = self.store.cache_hits(project=rule["project_id"], node=node, start=start, end=end, group_by=group_by)
+        if group_by is None:
+            summary = result["summary"]
+            return {None: (metric_value(spec["metric"], summary, hits.get(None, 0)), int(summary["requests"]))}
+        return {group["group"]: (metric_value(spec["metric"], group, hits.get(group["group"], 0)),
+                                 int(group["requests"]))
+                for group in result.get("groups", ()) if group["group"] is not None}
+
+    def rule(self, rule: Mapping[str, Any], known: Mapping[str, dict[str, Any]]) -> None:
+        spec = rule["spec"]
+        window_ms = int(spec["window"]) * 1000
+        current = self.measure(rule, self.now - window_ms, self.now)
+        baselines: dict[Any, tuple[float | None, int]] = {}
+        if spec["mode"] == "anomaly":
+            baselines = self.measure(rule, self.now - window_ms - BASELINE_MS, self.now - window_ms)
+        keys: dict[str, Any] = {"" if group is None else str(group): group for group in current}
+        for key in known:      # a group that was alerting and has no requests now still resolves
+            keys.setdefault(key, key if spec["group_by"] is not None else None)
+        for key, group in keys.items():
+            value, requests = current.get(group, (metric_value(spec["metric"], EMPTY), 0))
+            baseline: float | None = None
+            if spec["mode"] == "anomaly":
+                base_value, base_requests = baselines.get(group, (None, 0))
+                if base_value is not None and base_requests > 0:
+                    scale = window_ms / BASELINE_MS if spec["metric"] in ADDITIVE_METRICS else 1.0
+                    baseline = base_value * scale
+            self.step(rule, key, group, value, requests, baseline, known.get(key))
+
+    def step(self, rule: Mapping[str, Any], key: str, group: Any, value: float | None, requests: int,
+             baseline: float | None, previous: dict[str, Any] | None) -> None:
+        spec = rule["spec"]
+        state = dict(previous) if previous else {
+            "rule_id": rule["id"], "group_key": key, "project_id": rule["project_id"], "state": OK,
+            "since": self.now, "last_breach_at": None}
+        state |= {"value": value, "baseline": baseline, "requests": requests, "evaluated_at": self.now}
+        anomaly = spec["mode"] == "anomaly"
+        unknown = value is None or requests < spec["min_requests"] or (anomaly and not baseline)
+        if not unknown:
+            assert value is not None
+            limit = spec["threshold"] * baseline if anomaly and baseline else spec["threshold"]
+            if anomaly and spec["comparison"] == "lt" and baseline:
+                limit = baseline / spec["threshold"]
+            breach = value > limit if spec["comparison"] == "gt" else value < limit
+            if breach:
+                state["last_breach_at"] = self.now
+                if state["state"] != FIRING:
+                    self.transition(rule, state, FIRING, group)
+            elif state["state"] == FIRING and \
+                    self.now - int(state["last_breach_at"] or state["since"]) >= self.settings.alert_cooldown * 1000:
+                self.transition(rule, state, RESOLVED, group)
+        if previous is not None or spec["group_by"] is None or state["state"] != OK:
+            self.states.append(state)
+
+    def transition(self, rule: Mapping[str, Any], state: dict[str, Any], to: str, group: Any) -> None:
+        spec = rule["spec"]
+        state["state"], state["since"] = to, self.now
+        self.events.append({"id": new_id("evt"), "rule_id": rule["id"], "project_id": rule["project_id"],
+                            "group_key": state["group_key"], "state": to, "value": state["value"],
+                            "threshold": spec["threshold"], "baseline": state["baseline"], "at": self.now})
+        notification = self.notification(rule, to, value=state["value"], group=group, baseline=state["baseline"],
+                                         requests=state["requests"])
+        self.notify(rule["project_id"], "alert", rule["id"], spec["channels"], notification)
+
+    def notification(self, rule: Mapping[str, Any], state: str, *, value: float | None, group: Any,
+                     baseline: float | None, requests: int | None) -> dict[str, Any]:
+        spec = rule["spec"]
+        return {"rule": {"id": rule["id"], "name": spec["name"]}, "state": state, "metric": spec["metric"],
+                "value": None if value is None else round(value, 6), "threshold": spec["threshold"],
+                "comparison": spec["comparison"], "mode": spec["mode"],
+                "baseline": None if baseline is None else round(baseline, 6), "window": spec["window"],
+                "group_by": spec["group_by"], "group": group, "requests": requests,
+                "unit": "percent" if spec["metric"] in PERCENT_METRICS else None,
+                "project_id": rule["project_id"], "at": iso(self.now),
+                "url": f"{self.link_base}/alerts?rule={rule['id']}"}
+
+    def notify(self, project: str, source: str, source_id: str, channels: Sequence[Mapping[str, Any]],
+               notification: Mapping[str, Any]) -> None:
+        for channel in channels:
+            self.deliveries.append(delivery(project, source, source_id, channel, render(channel, notification),
+                                            at=self.now))
+
+
+def evaluate(store: Store, settings: Settings, now_ms: int | None = None) -> Evaluation:
+    """Evaluate every enabled rule once and save the outcome; blocking (run it in a thread)."""
+    evaluation = Evaluation(store, settings, int(time.time() * 1000) if now_ms is None else now_ms)
+    known: dict[str, dict[str, dict[str, Any]]] = {}
+    for state in store.alert_states():
+        known.setdefault(state["rule_id"], {})[state["group_key"]] = state
+    for rule in store.list_alerts():
+        if not rule["spec"].get("enabled", True):
+            continue
+        try:
+            evaluation.rule(rule, known.get(rule["id"], {}))
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("alert rule %s could not be evaluated", rule["id"])
+    store.save_evaluation(evaluation.states, evaluation.events, evaluation.deliveries)
+    check_budgets(store, evaluation)
+    return evaluation
+
+
+def check_budgets(store: Store, evaluation: Evaluation) -> None:
+    """Notify once per period when a budget's spend reaches 80 % and 100 %."""
+    budgets = store.list_budgets()
+    if not budgets:
+        return
+    channels_of: dict[str, list[dict[str, Any]]] = {}
+    for rule in store.list_alerts():
+        for channel in rule["spec"]["channels"]:
+            found = channels_of.setdefault(rule["project_id"], [])
+            if channel not in found:
+                found.append(channel)
+    for shown in statuses(budgets, store.budget_spend, now=evaluation.now / 1000):
+        channels = channels_of.get(shown["project_id"], [])
+        for level in BUDGET_LEVELS:
+            if shown["spend"] < shown["usd"] * level / 100:
+                continue
+            target = shown.get("key_name") or shown.get("key") or shown.get("user") or shown["project_id"]
+            name = f"budget of {shown['target']} {target}: {shown['usd']} USD per {shown['period']}"
+            notification = {"rule": {"id": shown["id"], "name": name}, "kind": "budget", "state": FIRING,
+                            "level": level, "metric": "cost", "value": shown["spend"],
+                            "threshold": round(shown["usd"] * level / 100, 9), "comparison": "gt", "mode": "threshold",
+                            "window": None, "group_by": shown["target"], "group": target,
+                            "period_start": shown["period_start"], "resets_at": shown["resets_at"],
+                            "project_id": shown["project_id"], "at": iso(evaluation.now),
+                            "url": f"{evaluation.link_base}/alerts"}
+            rows = [delivery(shown["project_id"], "budget", shown["id"], channel, render(channel, notification),
+                             at=evaluation.now) for channel in channels]
+            store.note_budget_level(shown["id"], shown["period_start"], level, rows)
+
+
+class AlertRunner:
+    """The evaluator's loop in a gateway: hold the lease, evaluate every interval, wake the sender."""
+
+    def __init__(self, store: Store, settings: Settings, on_queued: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.on_queued = on_queued
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.leader = False
+        self.evaluations = 0
+        self.last_duration = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.leader:
+            try:
+                await asyncio.to_thread(self.store.release_lease, LEASE, self.holder)
+            except Exception:
+                log.warning("could not give up the alert evaluator's lease", exc_info=True)
+
+    async def _run(self) -> None:
+        interval = self.settings.alert_interval
+        ttl_ms = int(interval * 1500)
+        last = 0.0
+        while True:
+            try:
+                self.leader = await asyncio.to_thread(self.store.take_lease, LEASE, self.holder, ttl_ms)
+                if self.leader and time.monotonic() - last >= interval * 0.95:
+                    last = time.monotonic()
+                    evaluation = await asyncio.to_thread(evaluate, self.store, self.settings)
+                    self.evaluations += 1
+                    self.last_duration = time.monotonic() - last
+                    if self.on_queued is not None:
+                        self.on_queued()
+                    if evaluation.events:
+                        log.info("alerts: %d transitions", len(evaluation.events))
+            except StoreUnavailable as exc:
+                log.warning("alert evaluator: store unavailable: %s", exc)
+            except Exception:
+                log.exception("alert evaluation failed")
+            await asyncio.sleep(interval / 2 if not self.leader else max(0.05, interval - (time.monotonic() - last)))
