@@ -4,6 +4,8 @@ receivers (HTTP, and SMTP with STARTTLS and a login) getting the notifications."
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import pytest
 
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, free_port, start_gateway
+from .conftest import Gateway, free_port, run_cli, start_gateway
 from .receivers import HttpReceiver, Received, SmtpReceiver
 
 SECRET = "alert-secret-123"
@@ -282,10 +284,14 @@ def test_webhook_calls_wait_for_a_down_receiver_and_survive_kill_9(fake: FakeUps
         gw.stop()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_gateways_on_one_store_send_one_notification_and_take_over(
-        fake: FakeUpstream, tmp_path: Path, receiver: HttpReceiver) -> None:
-    first = start_gateway(tmp_path, fake.url, extra_env=FAST)
-    second = start_gateway(tmp_path, fake.url, extra_env=FAST, reuse_key=first.key)
+        fake: FakeUpstream, tmp_path: Path, receiver: HttpReceiver, backend: str, request: pytest.FixtureRequest) -> None:
+    env = dict(FAST)
+    if backend == "postgres":
+        env["HELIOGRAPH_DB_URL"] = request.getfixturevalue("fresh_postgres")()
+    first = start_gateway(tmp_path, fake.url, extra_env=env)
+    second = start_gateway(tmp_path, fake.url, extra_env=env, reuse_key=first.key)
     try:
         tag = uuid.uuid4().hex[:8]
         made = rule(first, name=f"volume {tag}", metric="request_count", threshold=1, window=60,
@@ -300,6 +306,12 @@ def test_two_gateways_on_one_store_send_one_notification_and_take_over(
         holder = httpx.get(first.url + "/metrics").text
         leader, other = (first, second) if "heliograph_alert_evaluator_leader 1.0" in holder else (second, first)
         leader.stop(9)
+        killed = time.monotonic()
+        while "heliograph_alert_evaluator_leader 1.0" not in httpx.get(other.url + "/metrics").text:
+            assert time.monotonic() - killed < 5, "no gateway took the evaluator's lease over"
+            time.sleep(0.05)
+        took_over = time.monotonic() - killed
+        assert took_over < 2 * 0.5 + 0.5, f"took over after {took_over:.2f} s; the interval is 0.5 s"
         tag2 = uuid.uuid4().hex[:8]
         later = rule(other, name=f"volume {tag2}", metric="request_count", threshold=0, window=60,
                      filter={"properties": {"lane": {"equals": tag2}}},
@@ -309,3 +321,32 @@ def test_two_gateways_on_one_store_send_one_notification_and_take_over(
     finally:
         first.stop()
         second.stop()
+
+
+def test_cli_manages_rules_and_webhooks_and_sends_a_test(tmp_path: Path, receiver: HttpReceiver) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")}
+    env["HELIOGRAPH_DB_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
+    bad = run_cli("alerts", "create", "--name", "x", "--metric", "latency", "--threshold", "1", "--window", "5m", env=env)
+    assert bad.returncode != 0 and "'metric'" in bad.stderr
+    made = run_cli("alerts", "create", "--name", "slow", "--metric", "latency_p95", "--threshold", "2000",
+                   "--window", "15m", "--group-by", "model", "--webhook", receiver.url + "/cli", "--secret", SECRET,
+                   env=env)
+    assert made.returncode == 0, made.stderr
+    rule_id = made.stdout.strip().splitlines()[-1]
+    assert rule_id.startswith("alr_") and "latency_p95 > 2000 over 900 s by model" in made.stdout
+    listed = run_cli("alerts", "list", env=env)
+    assert rule_id in listed.stdout and "[ok]" in listed.stdout
+    shown = json.loads(run_cli("alerts", "show", rule_id, env=env).stdout)
+    assert shown["spec"]["channels"][0]["secret"] == "****"
+    tested = run_cli("alerts", "test", rule_id, env=env)
+    assert tested.returncode == 0 and "ok 200" in tested.stdout, tested.stdout + tested.stderr
+    sent = receiver.on("/cli")[-1]
+    assert sent.json["state"] == "test" and sent.signed_with(SECRET)
+    evaluated = run_cli("alerts", "evaluate", env=env)
+    assert "Evaluated 1 rules" in evaluated.stdout, evaluated.stderr
+    hook = run_cli("webhooks", "create", "--url", receiver.url + "/x", "--property", "Env=prod", env=env)
+    hook_id = hook.stdout.strip().splitlines()[-1]
+    assert hook_id.startswith("whk_") and "env=prod" in run_cli("webhooks", "list", env=env).stdout
+    assert run_cli("webhooks", "delete", hook_id, env=env).returncode == 0
+    assert run_cli("alerts", "delete", rule_id, env=env).returncode == 0
+    assert rule_id not in run_cli("alerts", "list", env=env).stdout

@@ -533,5 +533,14 @@ def provider_keys_delete(ctx: click.Context, provider: str, project: str, db_url
     click.echo(f"Deleted the {provider} key of project {project_id}.")
 
 
+def _add_alert_commands() -> None:
+    from .alerts import alerts, webhooks
+    main.add_command(alerts)
+    main.add_command(webhooks)
+
+
+_add_alert_commands()
+
+
 if __name__ == "__main__":
     sys.exit(main())
