@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -350,3 +351,41 @@ def test_cli_manages_rules_and_webhooks_and_sends_a_test(tmp_path: Path, receive
     assert run_cli("webhooks", "delete", hook_id, env=env).returncode == 0
     assert run_cli("alerts", "delete", rule_id, env=env).returncode == 0
     assert rule_id not in run_cli("alerts", "list", env=env).stdout
+
+
+def test_dashboard_alerts_page_lists_creates_edits_tests_and_deletes(gw: Gateway, receiver: HttpReceiver) -> None:
+    from .test_dashboard import csrf_of, login, new_key
+    admin = login(gw.url, gw.key)
+    page = admin.get("/alerts")
+    assert page.status_code == 200 and 'href="/alerts" aria-current="page"' in page.text
+    tag = uuid.uuid4().hex[:8]
+    form = {"csrf": csrf_of(page.text), "name": f"dash {tag}", "metric": "latency_p95", "threshold": "1500",
+            "window": "10m", "mode": "threshold", "comparison": "gt", "min_requests": "2", "group_by": "model",
+            "filter": "", "webhook_url": receiver.url + "/dash", "webhook_secret": "", "slack_url": "",
+            "email_to": "", "enabled": "on"}
+    bad = admin.post("/alerts/create", data={**form, "window": "5s"})
+    assert bad.status_code == 400 and "&#39;window&#39;" in bad.text
+    made = admin.post("/alerts/create", data=form)
+    assert made.status_code == 200 and f"dash {tag}" in made.text and "whsec_" in made.text
+    rule_id = re.search(r'href="/alerts/(alr_[0-9a-f]+)"', made.text).group(1)   # type: ignore[union-attr]
+    secret = re.search(r'id="new-secret">(whsec_[0-9a-f]+)<', made.text).group(1)  # type: ignore[union-attr]
+    listed = admin.get("/alerts").text
+    assert f'data-alert-id="{rule_id}"' in listed and "latency_p95 &gt; 1500.0 over 600 s" in listed
+    detail = admin.get(f"/alerts/{rule_id}")
+    assert detail.status_code == 200 and "Send test" in detail.text and secret not in detail.text
+    tested = admin.post(f"/alerts/{rule_id}/test", data={"csrf": csrf_of(detail.text)})
+    assert tested.status_code == 200 and "Test queued to 1 channel" in tested.text
+    receiver.wait_for(lambda _: receiver.on("/dash"), what="the dashboard's test")
+    assert receiver.on("/dash")[0].signed_with(secret)
+    edited = admin.post(f"/alerts/{rule_id}/edit", data={**form, "csrf": csrf_of(detail.text), "threshold": "900"})
+    assert edited.status_code == 303
+    assert api(gw, "GET", f"/alerts/{rule_id}").json()["data"]["threshold"] == 900
+    admin.post(f"/alerts/{rule_id}/test", data={"csrf": csrf_of(detail.text)})
+    receiver.wait_for(lambda _: len(receiver.on("/dash")) == 2, what="a second test")
+    assert receiver.on("/dash")[1].signed_with(secret)          # the blank secret field kept the secret
+    reader = login(gw.url, new_key(gw, "read"))
+    seen = reader.get(f"/alerts/{rule_id}")
+    assert seen.status_code == 200 and "Send test" not in seen.text and "Create an alert" not in reader.get("/alerts").text
+    assert reader.post(f"/alerts/{rule_id}/delete", data={"csrf": csrf_of(seen.text)}).status_code == 403
+    assert admin.post(f"/alerts/{rule_id}/delete", data={"csrf": csrf_of(detail.text)}).status_code == 303
+    assert admin.get(f"/alerts/{rule_id}").status_code == 404

@@ -8,6 +8,7 @@
     sessions.py   /sessions, /sessions/{id}
     users.py      /users, /users/{id}
     keys.py       /keys (admin): keys and budgets
+    alerts.py     /alerts, /alerts/{id}: rules, states, history, webhooks, delivery log
     templates/, static/   Jinja templates and our own CSS/JS (no CDN, no third-party code)
 
 Each page module has `routes(dashboard) -> list[BaseRoute]`; `dashboard_routes` collects them.
@@ -36,6 +37,7 @@ MODULES = (
     "analytics",        # /analytics
     "sessions",         # /sessions, /sessions/{id}
     "users",            # /users, /users/{id}
+    "alerts",           # /alerts, /alerts/{id}
 )
 
 # Paths app.py sends to the dashboard (everything else not under /api or ops is proxied).
