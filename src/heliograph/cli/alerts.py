@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from .common import _project_id, _settings, _store
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -27,7 +29,6 @@ def parse_window(text: str) -> int:
 
 
 def _open(ctx: click.Context, db_url: str | None, project: str | None) -> tuple[Any, str]:
-    from .main import _project_id, _store
     store = _store(ctx, db_url)
     return store, _project_id(store, project or "default")
 
@@ -159,7 +160,6 @@ def alerts_test(ctx: click.Context, rule_id: str, project: str | None, db_url: s
     """Send a notification with state "test" to each channel now, and print what each answered."""
     from ..alerts.channels import render
     from ..alerts.delivery import DeliveryWorker
-    from .main import _settings
     store, project_id = _open(ctx, db_url, project)
     rule = store.get_alert(rule_id, project=project_id)
     if rule is None:
@@ -194,7 +194,6 @@ def alerts_test(ctx: click.Context, rule_id: str, project: str | None, db_url: s
 def alerts_evaluate(ctx: click.Context, db_url: str | None, dry_run: bool) -> None:
     """Evaluate every rule once now (what a gateway does every alert_interval) and print the time taken."""
     from ..alerts.evaluator import Evaluation, evaluate
-    from .main import _settings, _store
     settings = _settings(ctx, db_url=db_url)
     store = _store(ctx, db_url)
     started = time.perf_counter()

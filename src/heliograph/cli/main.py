@@ -10,16 +10,11 @@ from typing import Any
 
 import click
 
-from ..settings import Settings, load_settings
+from ..settings import Settings
+from .alerts import alerts, webhooks
+from .common import _project_id, _settings, _store
 
 LOOPBACK_NAMES = ("localhost",)
-
-
-def _settings(ctx: click.Context, **cli: Any) -> Settings:
-    try:
-        return load_settings(cli, ctx.obj.get("config"))
-    except (OSError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -75,17 +70,6 @@ def check_serve_settings(settings: Settings) -> None:
 @main.group()
 def keys() -> None:
     """Create, list and revoke the keys clients send in Helicone-Auth."""
-
-
-def _store(ctx: click.Context, db_url: str | None) -> Any:
-    from ..storage import open_store
-    settings = _settings(ctx, db_url=db_url)
-    try:
-        store = open_store(settings.db_url)
-        store.migrate()
-    except Exception as exc:
-        raise click.ClickException(f"cannot open the store {settings.db_url}: {exc}") from None
-    return store
 
 
 @keys.command("create")
@@ -234,15 +218,6 @@ def db_migrate(ctx: click.Context, db_url: str | None) -> None:
     store = open_store(_settings(ctx, db_url=db_url).db_url)
     applied = store.migrate()
     click.echo("Applied: " + ", ".join(applied) if applied else "Up to date.")
-
-
-def _project_id(store: Any, project: str) -> str:
-    """The id of a project named by id or name, for the data commands' --project."""
-    from ..keys import AccessError, resolve_project
-    try:
-        return resolve_project(store, project)
-    except AccessError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @db.command("generate")
@@ -533,13 +508,8 @@ def provider_keys_delete(ctx: click.Context, provider: str, project: str, db_url
     click.echo(f"Deleted the {provider} key of project {project_id}.")
 
 
-def _add_alert_commands() -> None:
-    from .alerts import alerts, webhooks
-    main.add_command(alerts)
-    main.add_command(webhooks)
-
-
-_add_alert_commands()
+main.add_command(alerts)
+main.add_command(webhooks)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""What every command shares: the resolved settings, the opened store, a project named by id or name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..settings import Settings, load_settings
+
+
+def _settings(ctx: click.Context, **cli: Any) -> Settings:
+    try:
+        return load_settings(cli, ctx.obj.get("config"))
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _store(ctx: click.Context, db_url: str | None) -> Any:
+    from ..storage import open_store
+    settings = _settings(ctx, db_url=db_url)
+    try:
+        store = open_store(settings.db_url)
+        store.migrate()
+    except Exception as exc:
+        raise click.ClickException(f"cannot open the store {settings.db_url}: {exc}") from None
+    return store
+
+
+def _project_id(store: Any, project: str) -> str:
+    """The id of a project named by id or name, for the data commands' --project."""
+    from ..keys import AccessError, resolve_project
+    try:
+        return resolve_project(store, project)
+    except AccessError as exc:
+        raise click.ClickException(str(exc)) from None
