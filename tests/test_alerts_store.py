@@ -103,3 +103,18 @@ def test_evaluation_from_rollups_fires_and_resolves_after_the_cooldown(store: St
     assert {e["state"] for e in last.events} == {"resolved"}
     states = store.alert_states(rule_id=rule["id"])
     assert {s["state"] for s in states} == {"resolved"}
+
+
+def test_delivered_request_calls_drop_their_payload_and_old_log_lines_are_pruned(store: Store) -> None:
+    at = int(time.time() * 1000)
+    store.enqueue_deliveries([delivery("default", "request", "whk_1", {"type": "webhook", "url": "http://x"}, b'{"a":1}',
+                                       at=at - 10 * 86_400_000),
+                              delivery("default", "alert", "alr_1", {"type": "webhook", "url": "http://x"}, b'{"state":"firing"}',
+                                       at=at - 10 * 86_400_000),
+                              delivery("default", "alert", "alr_2", {"type": "webhook", "url": "http://x"}, b"{}", at=at)])
+    for row in store.claim_deliveries(10, 1000):
+        store.finish_delivery(row["id"], status="delivered", next_at=None, last_status=200, last_error=None)
+    bodies = {d["source_id"]: d["body"] for d in store.list_deliveries(project="default")}
+    assert bodies == {"whk_1": "", "alr_1": '{"state":"firing"}', "alr_2": "{}"}
+    assert store.prune_deliveries(at - 7 * 86_400_000) == 2
+    assert [d["source_id"] for d in store.list_deliveries(project="default")] == ["alr_2"]

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from ..budgets import statuses
 from ..settings import Settings
 from ..storage import Store, StoreUnavailable
@@ -38,13 +40,15 @@ from ..storage.analytics import AnalyticsQuery
 from ..storage.filters import parse_filter
 from ..storage.outbox import delivery, new_id
 from .channels import render
-from .rules import ADDITIVE_METRICS, PERCENT_METRICS
+from .rules import ADDITIVE_METRICS, PERCENT_METRICS, PERCENTILE_METRICS
 
 log = logging.getLogger("heliograph.alerts")
 
 LEASE = "alert-evaluator"
 BASELINE_MS = 7 * 86_400_000
-MAX_GROUPS = 1000
+MAX_GROUPS = 1_000_000      # every group: a quiet user spending 5× their usual must not be cut off
+DELIVERY_LOG_DAYS = 7       # delivered and failed notifications are forgotten after this
+PRUNE_EVERY = 3600.0
 BUDGET_LEVELS = (80, 100)
 OK, FIRING, RESOLVED = "ok", "firing", "resolved"
 
@@ -81,24 +85,27 @@ class Evaluation:
         self.states: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.deliveries: list[tuple[Any, ...]] = []
+        self._answers: dict[tuple[Any, ...], dict[Any, dict[str, Any]]] = {}
         self.link_base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
     def measure(self, rule: Mapping[str, Any], start: int, end: int) -> dict[Any, tuple[float | None, int]]:
-        """Group → (metric value, requests) over [start, end) for this rule."""
+        """Group → (metric value, requests) over [start, end) for this rule. Rules asking the same
+        question (filter, grouping, range) in one pass share one answer."""
         spec = rule["spec"]
-        node = parse_filter(spec["filter"])
         group_by = spec["group_by"]
-        query = AnalyticsQuery(start, end, node, None, group_by, MAX_GROUPS, project=rule["project_id"])
-        result = self.store.analytics(query)
+        percentiles = spec["metric"] in PERCENTILE_METRICS
+        key = (rule["project_id"], orjson.dumps(spec["filter"], option=orjson.OPT_SORT_KEYS), group_by, start, end,
+               percentiles)
+        groups = self._answers.get(key)
+        node = parse_filter(spec["filter"])
+        if groups is None:
+            query = AnalyticsQuery(start, end, node, None, group_by, MAX_GROUPS, project=rule["project_id"])
+            groups = self._answers[key] = self.store.group_metrics(query, percentiles=percentiles)
         hits: Mapping[Any, int] = {}
         if spec["metric"] == "cache_hit_rate":
             hits = self.store.cache_hits(project=rule["project_id"], node=node, start=start, end=end, group_by=group_by)
-        if group_by is None:
-            summary = result["summary"]
-            return {None: (metric_value(spec["metric"], summary, hits.get(None, 0)), int(summary["requests"]))}
-        return {group["group"]: (metric_value(spec["metric"], group, hits.get(group["group"], 0)),
-                                 int(group["requests"]))
-                for group in result.get("groups", ()) if group["group"] is not None}
+        return {group: (metric_value(spec["metric"], metrics, hits.get(group, 0)), int(metrics["requests"]))
+                for group, metrics in groups.items() if group is not None or group_by is None}
 
     def rule(self, rule: Mapping[str, Any], known: Mapping[str, dict[str, Any]]) -> None:
         spec = rule["spec"]
@@ -256,7 +263,7 @@ class AlertRunner:
     async def _run(self) -> None:
         interval = self.settings.alert_interval
         ttl_ms = int(interval * 1500)
-        last = 0.0
+        last = pruned = 0.0
         while True:
             try:
                 self.leader = await asyncio.to_thread(self.store.take_lease, LEASE, self.holder, ttl_ms)
@@ -269,6 +276,10 @@ class AlertRunner:
                         self.on_queued()
                     if evaluation.events:
                         log.info("alerts: %d transitions", len(evaluation.events))
+                    if time.monotonic() - pruned >= PRUNE_EVERY:
+                        pruned = time.monotonic()
+                        before = int(time.time() * 1000) - DELIVERY_LOG_DAYS * 86_400_000
+                        await asyncio.to_thread(self.store.prune_deliveries, before)
             except StoreUnavailable as exc:
                 log.warning("alert evaluator: store unavailable: %s", exc)
             except Exception:

@@ -210,6 +210,15 @@ class AnalyticsQueries:
         result["source"] = sources.pop() if len(sources) == 1 else "mixed"
         return result
 
+    def group_metrics(self, query: AnalyticsQuery, *, percentiles: bool = True) -> dict[Any, dict[str, Any]]:
+        """Every group's metrics over the whole range (the alert evaluator's question): `analytics`
+        without its ranking, its summary and its series, so a grouped rule is one pass. Ungrouped:
+        {None: the summary}."""
+        cells = self._cells(set(), query, query.start, query.end, None, query.group_by)
+        if query.group_by is None:
+            return {None: _merged(cells.values()).metrics(percentiles)}
+        return {key[1]: cell.metrics(percentiles and query.group_by != "user") for key, cell in cells.items()}
+
     def _cells(self, sources: set[str], query: AnalyticsQuery, start: int, end: int, bucket_ms: int | None,
                group_by: str | None, only: frozenset[Any] | None = None) -> Cells:
         node, project = query.filter, query.project

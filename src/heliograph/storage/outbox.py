@@ -183,11 +183,26 @@ class Outbox(QueryMixin):
     def finish_delivery(self, delivery_id: str, *, status: str, next_at: int | None, last_status: int | None,
                         last_error: str | None) -> None:
         now = _now()
+        # A delivered per-request call keeps its log line but not its payload (bodies: up to 20 KB a call).
         with self._transaction() as tx:
             tx.execute(self._q("UPDATE deliveries SET status = ?, next_at = ?, last_status = ?, last_error = ?, "
-                               "updated_at = ? WHERE id = ?"),
+                               "updated_at = ?, body = CASE WHEN source = 'request' AND ? = ? THEN '' ELSE body END "
+                               "WHERE id = ?"),
                        (status, now if next_at is None else next_at, last_status,
-                        None if last_error is None else last_error[:500], now, delivery_id))
+                        None if last_error is None else last_error[:500], now, status, DELIVERED, delivery_id))
+
+    def prune_deliveries(self, before_ms: int, batch: int = 10_000) -> int:
+        """Forget delivered and failed deliveries queued before `before_ms` (at most `batch`); how many."""
+        rows = self._rows(self._q("SELECT id FROM deliveries WHERE created_at < ? AND status <> ? LIMIT ?"),
+                          (before_ms, PENDING, batch))
+        if not rows:
+            return 0
+        ids = [row["id"] for row in rows]
+        with self._transaction() as tx:
+            for at in range(0, len(ids), 500):
+                chunk = ids[at:at + 500]
+                tx.execute(self._q(f"DELETE FROM deliveries WHERE id IN ({', '.join('?' * len(chunk))})"), chunk)
+        return len(ids)
 
     def list_deliveries(self, *, project: str, source_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The delivery log, newest first: where, what, status, attempts; never a secret."""

@@ -288,6 +288,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
         CREATE INDEX deliveries_due ON deliveries (status, next_at);
         CREATE INDEX deliveries_project ON deliveries (project_id, created_at);
         CREATE INDEX deliveries_source ON deliveries (source_id, created_at);
+        CREATE INDEX deliveries_created ON deliveries (created_at);
         CREATE TABLE budget_notices (
             budget_id TEXT NOT NULL,
             period_start TEXT NOT NULL,

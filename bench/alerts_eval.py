@@ -1,0 +1,105 @@
+"""Time one evaluation of 100 alert rules over a large store (issue 12: < 1 s at 10 M rows).
+
+    heliograph db generate --rows 1000000 --db sqlite:////tmp/big.db
+    python bench/alerts_eval.py --db sqlite:////tmp/big.db [--rules 100] [--runs 5]
+
+The rules mix every metric, windows from 5 minutes to 7 days, ungrouped and grouped by model,
+provider, user, request name and a property, a filter on a model or a property, and one rule in
+five in anomaly mode (a second query over the 7 days before the window). They are replaced in
+project `default` on each run; the evaluation is the gateway's own (`alerts.evaluator.Evaluation`),
+as a dry run: states and notifications are computed, not stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from heliograph.alerts.evaluator import Evaluation
+from heliograph.alerts.rules import METRICS, parse_rule
+from heliograph.settings import Settings
+from heliograph.storage import open_store
+
+WINDOWS = (300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400)
+GROUPS = (None, "model", "provider", "user", "request_name", "property:feature", None)
+FILTERS: tuple[Any, ...] = ("all", {"request_response_rmt": {"model": {"equals": "gpt-4o-mini"}}}, "all",
+                            {"properties": {"environment": {"equals": "production"}}})
+
+
+def _filter(n: int, group: str | None, raw: bool) -> Any:
+    """The rule's filter: by default only filters the rollups answer with this grouping (a model filter
+    grouped by nothing, model or provider; a property filter ungrouped); with `raw`, any filter with
+    any grouping, some of which only the rows answer."""
+    chosen = FILTERS[n % len(FILTERS)]
+    if not raw and chosen != "all" and group not in (None, "model", "provider") + (() if "properties" in chosen else ()):
+        return "all"
+    if not raw and "properties" in chosen and group is not None:
+        return "all"
+    if group is not None and group.startswith("property:") and "properties" in chosen:
+        return "all"
+    return chosen
+
+
+def rules(count: int, raw: bool = False) -> list[dict[str, Any]]:
+    made = []
+    metrics = list(METRICS)
+    for n in range(count):
+        metric = metrics[n % len(metrics)]
+        group = GROUPS[n % len(GROUPS)]
+        if group == "user" and metric.startswith(("latency_", "ttft_")):
+            group = "model"
+        anomaly = n % 5 == 4
+        made.append(parse_rule({
+            "name": f"bench {n}", "metric": metric, "window": WINDOWS[n % len(WINDOWS)],
+            "threshold": 3 if anomaly else (50 if metric in ("error_rate", "cache_hit_rate") else 1000),
+            "mode": "anomaly" if anomaly else "threshold", "group_by": group,
+            "filter": _filter(n, group, raw)}))
+    return made
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--raw", action="store_true",
+                        help="Also property filters on grouped rules, which the rollups cannot answer.")
+    args = parser.parse_args()
+    store = open_store(args.db)
+    store.migrate()
+    for rule in store.list_alerts(project="default"):
+        if rule["spec"]["name"].startswith("bench "):
+            store.delete_alert(rule["id"], project="default")
+    for spec in rules(args.rules, args.raw):
+        store.create_alert("default", spec)
+    listed = [r for r in store.list_alerts(project="default") if r["spec"]["name"].startswith("bench ")]
+    rows = store.count_requests(project="default")
+    settings = Settings()
+    times, slowest = [], {}
+    for _ in range(args.runs):
+        evaluation = Evaluation(store, settings, int(time.time() * 1000))
+        started = time.perf_counter()
+        for rule in listed:
+            begun = time.perf_counter()
+            evaluation.rule(rule, {})
+            slowest[rule["spec"]["name"]] = max(slowest.get(rule["spec"]["name"], 0.0), time.perf_counter() - begun)
+        times.append(time.perf_counter() - started)
+    from heliograph.storage.analytics import rollup_plan
+    from heliograph.storage.filters import parse_filter
+    from_rows = sum(rollup_plan(parse_filter(r["spec"]["filter"]), r["spec"]["group_by"]) is None for r in listed)
+    print(f"{from_rows} of the rules need the rows (a filter the rollups cannot answer with their grouping)")
+    print(f"{len(listed)} rules over {rows:,} rows ({args.db.split(':')[0]}): "
+          f"median {statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f} ms, "
+          f"max {max(times) * 1000:.0f} ms over {args.runs} runs")
+    by_name = {r["spec"]["name"]: r["spec"] for r in listed}
+    for name, took in sorted(slowest.items(), key=lambda item: -item[1])[:5]:
+        spec = by_name[name]
+        print(f"  slowest: {took * 1000:6.1f} ms  {spec['metric']} window {spec['window']} s group {spec['group_by']} "
+              f"mode {spec['mode']} filter {spec['filter']}")
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
