@@ -202,7 +202,9 @@ def test_test_action_update_and_delete(gw: Gateway, receiver: HttpReceiver) -> N
                 channels=[{"type": "webhook", "url": receiver.url + "/hook"}])
     secret = made["channels"][0]["secret"]
     assert secret.startswith("whsec_")
-    r = api(gw, "POST", f"/alerts/{made['id']}/test")
+    bad = api(gw, "POST", f"/alerts/{made['id']}/test", json={"channel": 1})
+    assert bad.status_code == 400 and "'channel'" in bad.json()["error"]
+    r = api(gw, "POST", f"/alerts/{made['id']}/test", json={"channel": 0})
     assert r.status_code == 202 and len(r.json()["data"]["queued"]) == 1
     receiver.wait_for(lambda _: notifications(receiver, made["id"]), what="the test notification")
     test = notifications(receiver, made["id"])[0]

@@ -103,6 +103,8 @@ def test_evaluation_from_rollups_fires_and_resolves_after_the_cooldown(store: St
     assert {e["state"] for e in last.events} == {"resolved"}
     states = store.alert_states(rule_id=rule["id"])
     assert {s["state"] for s in states} == {"resolved"}
+    quiet = evaluate(store, settings, now_ms=end + 7_300_000 + 3_700_000)    # resolved a window ago, no traffic
+    assert quiet.events == [] and store.alert_states(rule_id=rule["id"]) == []     # back to ok, no rows kept
 
 
 def test_delivered_request_calls_drop_their_payload_and_old_log_lines_are_pruned(store: Store) -> None:

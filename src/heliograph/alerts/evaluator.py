@@ -85,6 +85,7 @@ class Evaluation:
         self.states: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.deliveries: list[tuple[Any, ...]] = []
+        self.forget: list[tuple[str, str]] = []
         self._answers: dict[tuple[Any, ...], dict[Any, dict[str, Any]]] = {}
         self.link_base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
@@ -149,7 +150,11 @@ class Evaluation:
             elif state["state"] == FIRING and \
                     self.now - int(state["last_breach_at"] or state["since"]) >= self.settings.alert_cooldown * 1000:
                 self.transition(rule, state, RESOLVED, group)
-        if previous is not None or spec["group_by"] is None or state["state"] != OK:
+        quiet = (spec["group_by"] is not None and state["state"] != FIRING and requests == 0
+                 and self.now - int(state["since"]) > int(spec["window"]) * 1000)
+        if quiet and previous is not None:
+            self.forget.append((rule["id"], key))      # a group long resolved and gone: back to ok, no row
+        elif previous is not None or spec["group_by"] is None or state["state"] != OK:
             self.states.append(state)
 
     def transition(self, rule: Mapping[str, Any], state: dict[str, Any], to: str, group: Any) -> None:
@@ -196,7 +201,7 @@ def evaluate(store: Store, settings: Settings, now_ms: int | None = None) -> Eva
             raise
         except Exception:
             log.exception("alert rule %s could not be evaluated", rule["id"])
-    store.save_evaluation(evaluation.states, evaluation.events, evaluation.deliveries)
+    store.save_evaluation(evaluation.states, evaluation.events, evaluation.deliveries, evaluation.forget)
     check_budgets(store, evaluation)
     return evaluation
 

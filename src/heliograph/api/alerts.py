@@ -168,9 +168,15 @@ def alert_routes(store: Store, keys: KeyCache) -> list[Route]:
         rule = await asyncio.to_thread(store.get_alert, rule_id, project=project)
         if rule is None:
             raise ApiError(f"No alert {rule_id!r}.", 404)
+        channels = rule["spec"]["channels"]
+        which = (await json_object(request, empty_ok=True)).get("channel")
+        if which is not None:
+            if isinstance(which, bool) or not isinstance(which, int) or not 0 <= which < len(channels):
+                raise ApiError(f"'channel' must be the index of one of the rule's {len(channels)} channels, "
+                               f"got {which!r}.")
+            channels = [channels[which]]
         notification = _test_notification(rule_id, rule["spec"]["name"], project)
-        rows = [delivery(project, "alert", rule_id, channel, render(channel, notification))
-                for channel in rule["spec"]["channels"]]
+        rows = [delivery(project, "alert", rule_id, channel, render(channel, notification)) for channel in channels]
         await asyncio.to_thread(store.enqueue_deliveries, rows)
         return envelope({"queued": [row[0] for row in rows]}, status=202)
 

@@ -106,8 +106,11 @@ PATHS: dict[str, Any] = {
                    "parameters": [_ALERT_ID],
                    "responses": {**_ok({"type": "object"}, "Deleted."), **_errors("401", "403", "404", "503")}}},
     "/api/v1/alerts/{alert_id}/test": {"post": {
-        "summary": "Send a notification with state \"test\" to each of the rule's channels.", "security": SECURITY,
-        "parameters": [_ALERT_ID], "responses": {**_QUEUED, **_errors("401", "403", "404", "503")}}},
+        "summary": "Send a notification with state \"test\" to each of the rule's channels, or to one.",
+        "security": SECURITY, "parameters": [_ALERT_ID],
+        "requestBody": {"required": False, "content": {JSON: {"schema": {"type": "object", "properties": {
+            "channel": {"type": "integer", "minimum": 0, "description": "index in `channels`; absent: all"}}}}}},
+        "responses": {**_QUEUED, **_errors("401", "403", "404", "503")}}},
     "/api/v1/webhooks": {
         "post": {"summary": "A per-request webhook: after each recorded request of this project (matching every "
                             "property filter, sampled), a POST with Helicone's payload, signed in Helicone-Signature.",

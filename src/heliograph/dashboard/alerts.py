@@ -164,7 +164,11 @@ async def test(request: Request, ctx: Ctx) -> Response:
         return message(request, ctx, "No such alert", f"This project has no alert {rule_id}.", 404)
     notification = {"rule": {"id": rule_id, "name": rule["spec"]["name"]}, "state": "test", "metric": None,
                     "value": None, "threshold": None, "group": None, "project_id": ctx.project}
-    rows = [delivery(ctx.project, "alert", rule_id, c, render_body(c, notification)) for c in rule["spec"]["channels"]]
+    channels = rule["spec"]["channels"]
+    which = str((await request.form()).get("channel") or "")
+    if which.isdigit() and int(which) < len(channels):
+        channels = [channels[int(which)]]
+    rows = [delivery(ctx.project, "alert", rule_id, c, render_body(c, notification)) for c in channels]
     await ctx.call(ctx.store.enqueue_deliveries, rows)
     return await _detail(request, ctx, rule_id, notice=f"Test queued to {len(rows)} channel(s); the delivery log "
                                                        "below shows each answer (reload in a moment).")

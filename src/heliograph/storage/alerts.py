@@ -114,9 +114,12 @@ class AlertStore(QueryMixin):
                                   "AND project_id = ? ORDER BY at DESC, id LIMIT ?"), (rule_id, project, limit))
 
     def save_evaluation(self, states: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
-                        deliveries: Sequence[tuple[Any, ...]]) -> None:
-        """One evaluation's outcome in one transaction: new states, the transitions, their notifications."""
+                        deliveries: Sequence[tuple[Any, ...]], forget: Sequence[tuple[str, str]] = ()) -> None:
+        """One evaluation's outcome in one transaction: new states, the transitions, their notifications,
+        and the (rule, group) states dropped (groups back to ok for good)."""
         with self._transaction() as tx:
+            if forget:
+                tx.executemany(self._q("DELETE FROM alert_states WHERE rule_id = ? AND group_key = ?"), forget)
             if states:
                 tx.executemany(self._q(_UPSERT_STATE), [tuple(s[c] for c in _STATE_COLUMNS) for s in states])
             if events:
