@@ -39,6 +39,7 @@ class HttpReceiver:
     port: int
     status: int = 200
     received: list[Received] = field(default_factory=list)
+    delays: dict[str, float] = field(default_factory=dict)      # path → seconds to wait before answering
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -51,6 +52,7 @@ class HttpReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                time.sleep(receiver.delays.get(self.path, 0))
                 if receiver.status < 300:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(receiver.status)

@@ -263,6 +263,31 @@ def test_per_request_webhook_filters_samples_and_signs(gw: Gateway, receiver: Ht
     assert any(d["source_id"] == hook["id"] and d["status"] == "delivered" and d["last_status"] == 200 for d in log)
 
 
+def test_slow_receivers_slow_neither_the_proxy_nor_other_notifications(gw: Gateway, receiver: HttpReceiver) -> None:
+    tag = uuid.uuid4().hex[:8]
+    receiver.delays[f"/slow-{tag}"] = 10          # longer than the 3 s delivery_timeout: every call times out
+    hook = api(gw, "POST", "/webhooks", json={"url": receiver.url + f"/slow-{tag}", "property_filters": {"slow": tag}})
+    made = rule(gw, name=f"fast {tag}", metric="cost", threshold=1000, window=3600,
+                channels=[{"type": "webhook", "url": receiver.url + f"/fast-{tag}"}])
+    try:
+        with client(gw) as c:
+            took = []
+            for _ in range(40):           # 40 slow calls queued: more than the worker's slots
+                started = time.monotonic()
+                c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                          extra_headers={"Helicone-Property-Slow": tag})
+                took.append(time.monotonic() - started)
+        assert sorted(took)[len(took) // 2] < 0.2 and max(took) < 1.0, took
+        time.sleep(0.5)                   # the slow calls hold their slots now
+        asked = time.monotonic()
+        assert api(gw, "POST", f"/alerts/{made['id']}/test").status_code == 202
+        receiver.wait_for(lambda _: receiver.on(f"/fast-{tag}"), timeout=10, what="the alert behind slow webhooks")
+        assert time.monotonic() - asked < 1.0     # not behind the slow calls (their timeouts end ~3 s after)
+    finally:
+        api(gw, "DELETE", f"/webhooks/{hook.json()['data']['id']}")
+        api(gw, "DELETE", f"/alerts/{made['id']}")
+
+
 def test_webhook_calls_wait_for_a_down_receiver_and_survive_kill_9(fake: FakeUpstream, tmp_path: Path) -> None:
     port = free_port()
     gw = start_gateway(tmp_path, fake.url, extra_env=FAST)

@@ -1,17 +1,22 @@
 """The delivery worker: drains the outbox (storage/outbox.py), in every gateway, off the request path.
 
-Each pass claims up to BATCH due deliveries (a claim is exclusive across gateways and lasts the
-send's timeout and a margin, so a gateway that dies mid-send leaves the row to be retried), sends
-them concurrently with a timeout each, and writes the outcome back: delivered on a 2xx (250 for
-SMTP), else retried after `delivery_retry_base` seconds, doubling up to 5 minutes apart, until
-`delivery_give_up` seconds after the notification was queued, when it is marked failed. A slow or
-failing receiver only ever holds one of SENDERS slots for at most `delivery_timeout`; the
-evaluator and the recorder only write rows and never wait for it.
+It keeps up to SENDERS sends in flight: whenever one finishes it claims more due deliveries (a claim
+is exclusive across gateways and lasts the send's timeout and a margin, so a gateway that dies
+mid-send leaves the row to be retried) and starts each as its own task, with `delivery_timeout`.
+Outcomes are written back: delivered on a 2xx (250 for SMTP), else retried after
+`delivery_retry_base` seconds, doubling up to 5 minutes apart, until `delivery_give_up` seconds
+after the notification was queued, when it is marked failed.
+
+Slow receivers cannot starve the rest: per-request webhook calls (one per recorded request, the
+bulk) may hold at most REQUEST_SENDERS of the slots, so alert, budget and test notifications always
+have some; and a slow send only ever holds its own slot, never the next claim. The evaluator and the
+recorder only write rows and never wait for any of this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -26,7 +31,8 @@ from .channels import Outcome, send_email, send_http
 log = logging.getLogger("heliograph.alerts")
 
 BATCH = 50
-SENDERS = 16
+SENDERS = 32
+REQUEST_SENDERS = 24    # of SENDERS, at most this many per-request webhook calls at once
 IDLE_POLL = 0.25        # seconds between looks at an empty outbox (a wake() cuts it short)
 MAX_BACKOFF = 300.0
 
@@ -41,7 +47,8 @@ class DeliveryWorker:
         self.store = store
         self.settings = settings
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(SENDERS)
+        self._sending: set[asyncio.Task[None]] = set()
+        self._requests_sending = 0
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.sent = 0
@@ -54,6 +61,8 @@ class DeliveryWorker:
         self._wake.set()
 
     async def close(self) -> None:
+        for task in list(self._sending):     # their claims expire: sent again by the next gateway to look
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -74,7 +83,7 @@ class DeliveryWorker:
             except Exception:
                 log.exception("delivery worker pass failed")
                 claimed = 0
-            if claimed < BATCH:
+            if not claimed:
                 try:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
                 except TimeoutError:
@@ -82,16 +91,34 @@ class DeliveryWorker:
                 self._wake.clear()
 
     async def drain_once(self) -> int:
-        """Claim and send one batch; how many were claimed."""
+        """Claim what the free slots allow and start sending it; how many were claimed."""
+        free = SENDERS - len(self._sending)
+        if free <= 0:
+            return 0
         hold_ms = int((self.settings.delivery_timeout + 30) * 1000)
-        rows = await asyncio.to_thread(self.store.claim_deliveries, BATCH, hold_ms)
-        if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
+
+        def claim() -> list[dict[str, Any]]:
+            # Notifications first, then per-request calls within their share of the slots.
+            rows = self.store.claim_deliveries(min(free, BATCH), hold_ms, other_than="request")
+            room = min(free - len(rows), REQUEST_SENDERS - self._requests_sending, BATCH)
+            return rows + self.store.claim_deliveries(room, hold_ms, source="request")
+        rows = await asyncio.to_thread(claim)
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row))
+            self._sending.add(task)
+            if row["source"] == "request":
+                self._requests_sending += 1
+            task.add_done_callback(functools.partial(self._done, source=row["source"]))
         return len(rows)
 
+    def _done(self, task: asyncio.Task[None], source: str) -> None:
+        self._sending.discard(task)
+        if source == "request":
+            self._requests_sending -= 1
+        self._wake.set()
+
     async def _deliver(self, row: dict[str, Any]) -> None:
-        async with self._slots:
-            outcome = await self.send(row["channel"], row["body"].encode())
+        outcome = await self.send(row["channel"], row["body"].encode())
         now = int(time.time() * 1000)
         if outcome.ok:
             status, next_at = DELIVERED, None
@@ -102,8 +129,11 @@ class DeliveryWorker:
             status, next_at = (FAILED, None) if gave_up else (PENDING, next_attempt_ms(self.settings, row["attempts"], now))
             log.info("delivery %s to %s failed (attempt %s): %s", row["id"], row["channel"].get("type"),
                      row["attempts"], outcome.error)
-        await asyncio.to_thread(self.store.finish_delivery, row["id"], status=status, next_at=next_at,
-                                last_status=outcome.status, last_error=outcome.error)
+        try:
+            await asyncio.to_thread(self.store.finish_delivery, row["id"], status=status, next_at=next_at,
+                                    last_status=outcome.status, last_error=outcome.error)
+        except Exception:       # the claim expires and the delivery is tried again: at-least-once
+            log.warning("could not record the outcome of delivery %s", row["id"], exc_info=True)
 
     async def send(self, channel: dict[str, Any], body: bytes) -> Outcome:
         timeout = self.settings.delivery_timeout

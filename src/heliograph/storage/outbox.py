@@ -157,11 +157,20 @@ class Outbox(QueryMixin):
             with self._transaction() as tx:
                 tx.executemany(self._q(_INSERT_DELIVERY), rows)
 
-    def claim_deliveries(self, limit: int, hold_ms: int, now: int | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` due deliveries, each claimed by this caller alone for `hold_ms`."""
+    def claim_deliveries(self, limit: int, hold_ms: int, now: int | None = None, *,
+                         source: str | None = None, other_than: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` due deliveries (of `source` only, or of any other than `other_than`), each
+        claimed by this caller alone for `hold_ms`."""
+        if limit <= 0:
+            return []
         now = _now() if now is None else now
-        due = self._rows(self._q("SELECT id, next_at FROM deliveries WHERE status = ? AND next_at <= ? "
-                                 "ORDER BY next_at LIMIT ?"), (PENDING, now, limit))
+        skip, params = ("", [])
+        if source is not None:
+            skip, params = " AND source = ?", [source]
+        elif other_than is not None:
+            skip, params = " AND source <> ?", [other_than]
+        due = self._rows(self._q(f"SELECT id, next_at FROM deliveries WHERE status = ? AND next_at <= ?{skip} "
+                                 "ORDER BY next_at LIMIT ?"), (PENDING, now, *params, limit))
         if not due:
             return []
         claimed = []
