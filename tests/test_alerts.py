@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -308,6 +309,35 @@ def test_webhook_calls_wait_for_a_down_receiver_and_survive_kill_9(fake: FakeUps
             assert len(receiver.received) == 1
         finally:
             receiver.stop()
+    finally:
+        gw.stop()
+
+
+def test_webhook_calls_of_records_waiting_in_the_journal_are_made_after_the_restart(
+        fake: FakeUpstream, tmp_path: Path, receiver: HttpReceiver) -> None:
+    gw = start_gateway(tmp_path, fake.url, extra_env={**FAST, "HELIOGRAPH_DRAIN_TIMEOUT": "1"})
+    tag = uuid.uuid4().hex[:8]
+    api(gw, "POST", "/webhooks", json={"url": receiver.url + f"/journal-{tag}"})
+    lock = sqlite3.connect(gw.db_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")         # the store is unavailable: records go to the journal
+    try:
+        ids = []
+        with client(gw) as c:
+            for _ in range(5):
+                answer = c.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+                ids.append(answer.headers["helicone-id"])
+        gw.stop()                           # SIGTERM: the drain cannot write either
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert receiver.on(f"/journal-{tag}") == []
+    assert any(p.stat().st_size for p in (tmp_path / "journal").glob("*.jsonl"))
+    gw = start_gateway(tmp_path, fake.url, extra_env=FAST, reuse_key=gw.key)
+    try:
+        receiver.wait_for(lambda _: len(receiver.on(f"/journal-{tag}")) >= 5, what="the journaled records' calls")
+        time.sleep(0.5)
+        assert sorted(r.json["request_id"] for r in receiver.on(f"/journal-{tag}")) == sorted(ids)
     finally:
         gw.stop()
 
