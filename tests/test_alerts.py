@@ -102,7 +102,10 @@ def test_invalid_rules_are_refused_naming_the_field(gw: Gateway) -> None:
                           ({"channels": [{"type": "pager"}]}, "'channels[0].type'"),
                           ({"channels": [{"type": "webhook", "url": "ftp://x"}]}, "'channels[0].url'"),
                           ({"channels": [{"type": "email", "to": ["not-an-address"]}]}, "'channels[0].to'"),
-                          ({"min_requests": -1}, "'min_requests'"), ({"colour": 1}, "'colour'")]:
+                          ({"min_requests": -1}, "'min_requests'"), ({"colour": 1}, "'colour'"),
+                          # read from the rows (a property filter, grouped by model): short windows only
+                          ({"group_by": "model", "filter": {"properties": {"f": {"equals": "x"}}}, "window": 7200},
+                           "'filter'")]:
         r = api(gw, "POST", "/alerts", json={**good, **change})
         assert r.status_code == 400 and field in r.json()["error"], (change, r.text)
     assert api(gw, "POST", "/alerts", json={k: v for k, v in good.items() if k != "name"}).status_code == 400
@@ -177,7 +180,7 @@ def test_anomaly_rule_fires_on_three_times_the_seven_day_baseline(gw: Gateway, r
         for n in range(10):
             body = {"providerRequest": {"url": "https://api.openai.com/v1/chat/completions",
                                         "json": {"model": "gpt-4o-mini", "messages": []},
-                                        "meta": {"Helicone-Property-Lane": tag, "Helicone-Property-Sub": lane}},
+                                        "meta": {"Helicone-Property-Sub": f"{lane}-{tag}"}},
                     "providerResponse": {"json": {"usage": {"prompt_tokens": 1, "completion_tokens": 1}},
                                          "status": 500 if n < failures else 200, "headers": {}},
                     "timing": {"startTime": {"seconds": int(two_days_ago) + n, "milliseconds": 0},
@@ -185,14 +188,14 @@ def test_anomaly_rule_fires_on_three_times_the_seven_day_baseline(gw: Gateway, r
             r = httpx.post(gw.url + "/api/custom/v1/log", json=body, headers={"Authorization": f"Bearer {gw.key}"})
             assert r.status_code == 200, r.text
     made = rule(gw, name=f"anomaly {tag}", metric="error_rate", mode="anomaly", threshold=3, window=60,
-                min_requests=4, group_by="property:sub", filter={"properties": {"lane": {"equals": tag}}},
+                min_requests=4, group_by="property:sub",
                 channels=[{"type": "webhook", "url": receiver.url + "/hook", "secret": SECRET}])
     # Now both lanes fail 2 in 4 (50 %): above 3 × 10 % for a, below 3 × 30 % for b.
     for lane in ("a", "b"):
-        chat(gw, 2, lane=tag, sub=lane)
-        chat(gw, 2, fail=True, lane=tag, sub=lane)
+        chat(gw, 2, sub=f"{lane}-{tag}")
+        chat(gw, 2, fail=True, sub=f"{lane}-{tag}")
     got = wait_states(receiver, made["id"], ["firing"])[0].json
-    assert got["group"] == "a" and got["mode"] == "anomaly" and abs(got["baseline"] - 10) < 0.01
+    assert got["group"] == f"a-{tag}" and got["mode"] == "anomaly" and abs(got["baseline"] - 10) < 0.01
     assert got["value"] == 50
     time.sleep(1.5)
     assert len(notifications(receiver, made["id"])) == 1

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from ..storage.analytics import PROPERTY_GROUP
+from ..storage.analytics import PROPERTY_GROUP, rollup_plan
 from ..storage.filters import FilterError, parse_filter
 
 METRICS: dict[str, str] = {
@@ -39,6 +39,7 @@ COMPARISONS = ("gt", "lt")
 CHANNEL_TYPES = ("webhook", "slack", "email")
 MIN_WINDOW, MAX_WINDOW = 60, 30 * 86_400
 MAX_CHANNELS = 10
+MAX_ROW_WINDOW = 3600   # longest window of a rule the rollups cannot answer (read from the rows)
 MAX_NAME = 200
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
@@ -135,6 +136,15 @@ def parse_rule(raw: Mapping[str, Any]) -> dict[str, Any]:
     if group_by == "user" and metric in PERCENTILE_METRICS:
         raise RuleError(f"'group_by': per-user percentiles are not kept (users are unbounded); use {metric} "
                         "without grouping, or group by model, provider, request_name or a property.")
+    if rollup_plan(parse_filter(raw_filter), group_by) is None:
+        # Rollups keep model/provider/status, request names, one property at a time and users apart, so
+        # e.g. a property filter on a rule grouped by model is read from the request rows, every interval:
+        # allowed over short windows only, never as an anomaly (its baseline would be 7 days of rows).
+        if mode == "anomaly" or window > MAX_ROW_WINDOW:
+            raise RuleError(f"'filter': with group_by {group_by!r} this filter is answered from the request rows, "
+                            f"not the rollups, so such a rule may only be a threshold rule over at most "
+                            f"{MAX_ROW_WINDOW} s; filter on model or provider, on the property you group by, "
+                            "or on one property without grouping to use any window and the anomaly mode.")
     channels = raw.get("channels", [])
     if not isinstance(channels, list) or len(channels) > MAX_CHANNELS:
         raise RuleError(f"'channels' must be a list of at most {MAX_CHANNELS} channels.")
