@@ -64,7 +64,7 @@ LAYERS: dict[str, set[str]] = {
     "synthetic": {"storage"},
     "app": {"alerts", "api", "auth", "budgets", "dashboard", "errors", "pricing", "proxy", "recording", "retention", "settings", "state", "storage", "vault"},
     "server": {"app", "errors", "settings"},
-    "demo": {"app", "auth", "export", "keys", "proxy", "server", "settings", "storage", "testing"},
+    "demo": {"alerts", "app", "auth", "export", "keys", "proxy", "server", "settings", "storage", "testing"},
     "cli": {"alerts", "budgets", "demo", "export", "keys", "retention", "server", "settings", "storage", "synthetic", "vault"},
 }
 

@@ -40,6 +40,7 @@ import uvicorn
 from .auth import DEFAULT_PROJECT
 from .app import create_app
 from .export import build_filter
+from .alerts.rules import parse_rule
 from .keys import NewKey, create_key
 from .proxy.routes import PROVIDERS
 from .server import graceful_seconds
@@ -96,12 +97,14 @@ def run_demo(settings: Settings, count: int, exit_after: bool) -> None:
     base = client_url(sock)
     fake = FakeUpstream().start()
     settings = dataclasses.replace(settings, port=port, workers=1, provider_keys={},
+                                   alert_interval=min(settings.alert_interval, 5.0),
                                    upstreams={name: fake.url for name in PROVIDERS})
     store = open_store(settings.db_url)
     outcome: list[DemoFailed | None] = []
     try:
         store.migrate()
         key = create_key(store, f"demo-{time.strftime('%Y%m%d-%H%M%S')}", scope="admin")
+        example_alerts(store)
         server = uvicorn.Server(uvicorn.Config(
             create_app(settings), loop="uvloop", http="httptools", lifespan="on", access_log=False,
             log_level="warning", timeout_graceful_shutdown=graceful_seconds(settings),
@@ -141,6 +144,23 @@ def run_demo(settings: Settings, count: int, exit_after: bool) -> None:
         raise DemoFailed("the gateway stopped before the demo traffic finished.")
     if outcome[0] is not None:
         raise outcome[0]
+
+
+EXAMPLE_ALERTS = (
+    {"name": "Error rate above 5 % (per model)", "metric": "error_rate", "threshold": 5, "window": 3600,
+     "min_requests": 5, "group_by": "model"},
+    {"name": "Spend above $5 an hour", "metric": "cost", "threshold": 5, "window": 3600},
+    {"name": "A user spending 5x their usual", "metric": "cost", "mode": "anomaly", "threshold": 5,
+     "window": 3600, "group_by": "user", "min_requests": 3},
+)
+
+
+def example_alerts(store: Store) -> None:
+    """Alert rules (without channels) so that /alerts shows states from the demo's traffic."""
+    names = {rule["spec"]["name"] for rule in store.list_alerts(project=DEFAULT_PROJECT)}
+    for raw in EXAMPLE_ALERTS:
+        if raw["name"] not in names:
+            store.create_alert(DEFAULT_PROJECT, parse_rule(raw))
 
 
 def listen(host: str, port: int) -> socket.socket:
