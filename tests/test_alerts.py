@@ -228,12 +228,17 @@ def test_test_action_update_and_delete(gw: Gateway, receiver: HttpReceiver) -> N
 
 def test_budget_notifies_at_80_and_100_percent(gw: Gateway, receiver: HttpReceiver) -> None:
     user = f"spender-{uuid.uuid4().hex[:8]}"
+    # Budgets notify through the channels of the project's alert rules.
+    rule(gw, name=f"channels for {user}", metric="cost", threshold=1000, window=3600,
+         channels=[{"type": "webhook", "url": receiver.url + "/hook", "secret": SECRET}])
     r = api(gw, "POST", "/budgets", json={"target": "user", "user": user, "usd": 0.0000001, "period": "day"})
     assert r.status_code == 201, r.text
     budget_id = r.json()["data"]["id"]
     chat(gw, 1, user=user)
     receiver.wait_for(lambda _: len(notifications(receiver, budget_id)) >= 2, what="budget notices")
-    assert sorted(x.json["level"] for x in notifications(receiver, budget_id)) == [80, 100]
+    got = notifications(receiver, budget_id)
+    assert sorted(x.json["level"] for x in got) == [80, 100] and all(x.signed_with(SECRET) for x in got)
+    assert got[0].json["group"] == user and got[0].json["kind"] == "budget"
     time.sleep(1.5)
     assert len(notifications(receiver, budget_id)) == 2     # once per period
 
