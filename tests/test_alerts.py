@@ -130,7 +130,7 @@ def test_error_spike_fires_then_resolves_signed_on_webhook_slack_and_email(
     assert body["metric"] == "error_rate" and body["threshold"] == 50 and body["window"] == 60
     # Evaluated every 0.5 s, maybe before the last failure was recorded: 3 of 5 is 60 %, 4 of 6 67 %.
     assert 50 < body["value"] < 67 and body["group"] is None and body["requests"] in (5, 6)
-    assert body["url"] == f"https://heliograph.example.test/alerts?rule={made['id']}"
+    assert body["url"] == f"https://heliograph.example.test/alerts/{made['id']}"
     receiver.wait_for(lambda _: receiver.on("/slack"), what="a Slack message")
     slack = receiver.on("/slack")[0].json["text"]
     assert "FIRING" in slack and f"errors {tag}" in slack and made["id"] in slack

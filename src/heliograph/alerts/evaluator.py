@@ -177,7 +177,7 @@ class Evaluation:
                 "group_by": spec["group_by"], "group": group, "requests": requests,
                 "unit": "percent" if spec["metric"] in PERCENT_METRICS else None,
                 "project_id": rule["project_id"], "at": iso(self.now),
-                "url": f"{self.link_base}/alerts?rule={rule['id']}"}
+                "url": f"{self.link_base}/alerts/{rule['id']}"}
 
     def notify(self, project: str, source: str, source_id: str, channels: Sequence[Mapping[str, Any]],
                notification: Mapping[str, Any]) -> None:
