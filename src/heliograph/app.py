@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -58,8 +59,9 @@ class Heliograph:
         self.registry = CollectorRegistry()
         self.keys = KeyCache(self.store.active_keys)
         self.budgets = BudgetCache(self.store.list_budgets, self.store.budget_spend)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.recorder = Recorder(
-            self.store.insert_requests, Journal(settings.journal_path),
+            self._insert, Journal(settings.journal_path),
             overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size, flush_ms=settings.recorder_flush_ms,
             drain_timeout=settings.drain_timeout, unavailable=(StoreUnavailable,))
@@ -146,7 +148,20 @@ class Heliograph:
             (b"retry-after", b"%d" % error.retry_after_seconds), (b"helicone-id", new_request_id().encode())]})
         await send({"type": "http.response.body", "body": body})
 
+    def _insert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """The recorder's write (its thread); when the batch queued per-request webhook calls, the
+        delivery worker is woken to send them now rather than at its next look."""
+        before = getattr(self.store, "request_calls_queued", 0)
+        reassigned = self.store.insert_requests(rows)
+        if self._loop is not None and getattr(self.store, "request_calls_queued", 0) != before:
+            try:
+                self._loop.call_soon_threadsafe(self.deliveries.wake)
+            except RuntimeError:        # the loop has closed (a drain at exit): the worker looks at start
+                pass
+        return reassigned
+
     async def startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
         journal = self.recorder.journal.directory.resolve()
         try:
             self.recorder.journal.check_writable()

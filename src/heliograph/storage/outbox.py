@@ -148,6 +148,7 @@ class Outbox(QueryMixin):
                                        request_payload(row, hook["include_data"]), at=at))
         if queued:
             tx.executemany(self._q(_INSERT_DELIVERY), queued)
+            self.request_calls_queued = getattr(self, "request_calls_queued", 0) + len(queued)
         return len(queued)
 
     # -- the outbox --------------------------------------------------------------------------------------
