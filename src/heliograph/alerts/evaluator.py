@@ -192,7 +192,10 @@ def evaluate(store: Store, settings: Settings, now_ms: int | None = None) -> Eva
     known: dict[str, dict[str, dict[str, Any]]] = {}
     for state in store.alert_states():
         known.setdefault(state["rule_id"], {})[state["group_key"]] = state
-    for rule in store.list_alerts():
+    rules = store.list_alerts()
+    for gone in known.keys() - {rule["id"] for rule in rules}:     # a rule deleted while it was evaluated
+        evaluation.forget += [(gone, key) for key in known[gone]]
+    for rule in rules:
         if not rule["spec"].get("enabled", True):
             continue
         try:
