@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import orjson
@@ -137,3 +138,22 @@ def test_budget_spend_from_the_rollups_equals_the_rows(store: Store) -> None:
             assert abs(fast[target]["spend"] - row["spend"]) < 1e-9
             unpriced = sum(1 for r in rows if r["cost"] is None and (kind == "project" or r["user_id"] == target))
             assert fast[target]["unpriced_calls"] == unpriced
+
+
+def test_cache_hits_per_group_match_the_rows(store: Store) -> None:
+    from .test_store_contract import T0, make_row
+    rows = [make_row(f"c{i:03d}", created_at=T0 + i * 1000, model=("m1", "m2")[i % 2], user_id=f"u{i % 3}",
+                     cache_reference_id="orig" if i % 4 == 0 else None, props={"feature": ("a", "b")[i % 2]})
+            for i in range(60)]
+    store.insert_requests(rows)
+    from heliograph.storage.filters import ALL, parse_filter
+    for group, column in ((None, None), ("model", "model"), ("user", "user_id"), ("property:feature", None)):
+        found = store.cache_hits(project="default", node=ALL, start=T0, end=T0 + 60_000, group_by=group)
+        expected: dict[Any, int] = {}
+        for i, row in enumerate(rows):
+            if row["cache_reference_id"]:
+                key = None if group is None else (("a", "b")[i % 2] if column is None else row[column])
+                expected[key] = expected.get(key, 0) + 1
+        assert found == expected, group
+    only_m1 = parse_filter({"request_response_rmt": {"model": {"equals": "m1"}}})
+    assert store.cache_hits(project="default", node=only_m1, start=T0, end=T0 + 60_000, group_by=None) == {None: 15}   # every hit is even: m1

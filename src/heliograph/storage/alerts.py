@@ -179,7 +179,10 @@ class AlertStore(QueryMixin):
             head.append(group_by[len(PROPERTY_GROUP):])
         else:
             group = _RAW_GROUP[group_by]
-        sql = (f"SELECT {group} AS g, count(*) AS n FROM requests r{join} WHERE r.project_id = ? "
+        # SQLite, without statistics, prefers a model or user index and then looks every row up;
+        # the hits' own covering index (migration 030_alerts_cache_hits) reads a few % of the rows.
+        hint = " INDEXED BY requests_cache_hit_groups" if dialect.name == "sqlite" else ""
+        sql = (f"SELECT {group} AS g, count(*) AS n FROM requests r{hint}{join} WHERE r.project_id = ? "
                f"AND r.created_at >= ? AND r.created_at < ? AND r.cache_reference_id IS NOT NULL AND ({where})"
                + ("" if group == "NULL" else f" GROUP BY {group}"))
         sql = sql if dialect.placeholder == "?" else sql.replace("?", dialect.placeholder)
