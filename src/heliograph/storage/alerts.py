@@ -169,13 +169,16 @@ class AlertStore(QueryMixin):
 
     def cache_hits(self, *, project: str, node: Node, start: int, end: int, group_by: str | None) -> dict[Any, int]:
         """Cache hits (answers served from the cache) per group in [start, end): rollups do not keep
-        them, so they are counted from the rows, through the partial index of migration 028."""
+        them, so they are counted from the rows, through the partial index of migration 030_alerts_cache_hits."""
         dialect = self.dialect
         where, params = compile_filter(node, dialect)
         join, head = "", []
         if group_by is not None and group_by.startswith(PROPERTY_GROUP):
             group = "gp.value"
-            join = " JOIN request_properties gp ON gp.request_id = r.id AND gp.key = ?"
+            # SQLite's CROSS JOIN keeps `requests` (the hits) as the outer loop, each hit's property
+            # one primary-key probe, instead of walking every row holding the key.
+            join = (" CROSS JOIN" if dialect.name == "sqlite" else " JOIN") + \
+                " request_properties gp ON gp.request_id = r.id AND gp.key = ?"
             head.append(group_by[len(PROPERTY_GROUP):])
         else:
             group = _RAW_GROUP[group_by]
