@@ -279,11 +279,11 @@ class AlertRunner:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self.leader:
+        if self.leader:     # so another gateway takes over at once; if the store is locked, it expires
             try:
-                await asyncio.to_thread(self.store.release_lease, LEASE, self.holder)
+                await asyncio.wait_for(asyncio.to_thread(self.store.release_lease, LEASE, self.holder), 1.0)
             except Exception:
-                log.warning("could not give up the alert evaluator's lease", exc_info=True)
+                log.warning("could not give up the alert evaluator's lease; it expires by itself", exc_info=True)
 
     async def _run(self) -> None:
         interval = self.settings.alert_interval

@@ -5,6 +5,10 @@ inside it except for its name. State is one row per (rule, group): `group_key` i
 as text ('' when the rule is not grouped). Everything is read and changed one project at a time,
 like requests: another project's rule answers as an unknown one does.
 
+The evaluator's writes (states, lease, budget notices) fail fast when SQLite is locked
+(`ingest=True`: half a second, not five), like the recorder's: they are all tried again on the next
+tick, and a thread blocked on a lock must not hold up a shutdown.
+
 The lease is one row per name: taking it is an upsert that only succeeds when the row is the
 caller's already or has expired, so whichever gateway writes first holds it until it stops
 renewing; it works the same on SQLite (one file, many processes) and PostgreSQL.
@@ -117,7 +121,7 @@ class AlertStore(QueryMixin):
                         deliveries: Sequence[tuple[Any, ...]], forget: Sequence[tuple[str, str]] = ()) -> None:
         """One evaluation's outcome in one transaction: new states, the transitions, their notifications,
         and the (rule, group) states dropped (groups back to ok for good)."""
-        with self._transaction() as tx:
+        with self._transaction(ingest=True) as tx:
             if forget:
                 tx.executemany(self._q("DELETE FROM alert_states WHERE rule_id = ? AND group_key = ?"), forget)
             if states:
@@ -132,7 +136,7 @@ class AlertStore(QueryMixin):
     def take_lease(self, name: str, holder: str, ttl_ms: int, now: int | None = None) -> bool:
         """Take or renew the lease; True when `holder` has it until now + ttl_ms."""
         now = _now() if now is None else now
-        with self._transaction() as tx:
+        with self._transaction(ingest=True) as tx:
             tx.execute(self._q("INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
                                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
                                "expires_at = excluded.expires_at "
@@ -142,7 +146,7 @@ class AlertStore(QueryMixin):
         return row is not None and row["holder"] == holder
 
     def release_lease(self, name: str, holder: str) -> None:
-        with self._transaction() as tx:
+        with self._transaction(ingest=True) as tx:
             tx.execute(self._q("DELETE FROM leases WHERE name = ? AND holder = ?"), (name, holder))
 
     def lease_holder(self, name: str) -> dict[str, Any] | None:
@@ -155,7 +159,7 @@ class AlertStore(QueryMixin):
                           deliveries: Sequence[tuple[Any, ...]]) -> bool:
         """Record that a budget reached `level` % this period, with its notifications; False (and
         nothing queued) when it was recorded already."""
-        with self._transaction() as tx:
+        with self._transaction(ingest=True) as tx:
             cur = tx.execute(self._q("INSERT INTO budget_notices (budget_id, period_start, level, at) "
                                      "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"),
                              (budget_id, period_start, level, _now()))

@@ -7,6 +7,10 @@ So a call is at-least-once and durable: per-request webhook rows are written in 
 batch transaction (`_enqueue_request_webhooks`), so a record waiting in the journal gets its
 webhook calls when it is replayed, and a replayed batch (rows already stored) gets none twice.
 
+The worker's writes (claims, outcomes) fail fast when SQLite is locked (`ingest=True`), as the
+recorder's do: a claim is simply made later, an outcome not written leaves the claim to expire and
+the call to be made again (at-least-once).
+
 A claim moves the row's `next_at` past the send's timeout with a compare-and-set on the old value:
 of two gateways claiming together exactly one wins, and a gateway that dies mid-send leaves a row
 that becomes due again. The payload is stored as sent (`body`); the signature is made at send time
@@ -175,7 +179,7 @@ class Outbox(QueryMixin):
         if not due:
             return []
         claimed = []
-        with self._transaction() as tx:
+        with self._transaction(ingest=True) as tx:
             for row in due:
                 cur = tx.execute(self._q("UPDATE deliveries SET next_at = ?, attempts = attempts + 1, updated_at = ? "
                                          "WHERE id = ? AND next_at = ? AND status = ?"),
@@ -194,7 +198,7 @@ class Outbox(QueryMixin):
                         last_error: str | None) -> None:
         now = _now()
         # A delivered per-request call keeps its log line but not its payload (bodies: up to 20 KB a call).
-        with self._transaction() as tx:
+        with self._transaction(ingest=True) as tx:
             tx.execute(self._q("UPDATE deliveries SET status = ?, next_at = ?, last_status = ?, last_error = ?, "
                                "updated_at = ?, body = CASE WHEN source = 'request' AND ? = ? THEN '' ELSE body END "
                                "WHERE id = ?"),
