@@ -157,3 +157,21 @@ def test_cache_hits_per_group_match_the_rows(store: Store) -> None:
         assert found == expected, group
     only_m1 = parse_filter({"request_response_rmt": {"model": {"equals": "m1"}}})
     assert store.cache_hits(project="default", node=only_m1, start=T0, end=T0 + 60_000, group_by=None) == {None: 15}   # every hit is even: m1
+
+
+@pytest.mark.parametrize("group_by", [None, "model", "provider", "user", "request_name", "property:tier"])
+def test_sums_without_percentiles_equal_the_full_analytics(store: Store, group_by: str | None) -> None:
+    from heliograph.storage.analytics import AnalyticsQuery
+    from heliograph.storage.filters import ALL, parse_filter
+    rows = dataset(700)
+    store.insert_requests(rows)
+    start, end = min(r["created_at"] for r in rows) + 123_457, max(r["created_at"] for r in rows) - 98_765
+    for node in (ALL, parse_filter({"request_response_rmt": {"status": {"equals": 200}}})):
+        query = AnalyticsQuery(start, end, node, None, group_by, 1000, project="default")
+        full, sums = store.group_metrics(query), store.group_metrics(query, percentiles=False)
+        assert full.keys() == sums.keys() and full
+        for group, metrics in full.items():
+            for name in ("requests", "errors", "unpriced_requests", "prompt_tokens", "completion_tokens",
+                         "total_tokens", "reasoning_tokens", "latency_avg", "ttft_avg"):
+                assert sums[group][name] == metrics[name], (group, name)
+            assert abs(sums[group]["cost"] - metrics["cost"]) < 1e-8

@@ -87,6 +87,7 @@ class Evaluation:
         self.deliveries: list[tuple[Any, ...]] = []
         self.forget: list[tuple[str, str]] = []
         self._answers: dict[tuple[Any, ...], dict[Any, dict[str, Any]]] = {}
+        self._edges: dict[Any, Any] = {}     # rows at ranges' edges, read once per evaluation
         self.link_base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
     def measure(self, rule: Mapping[str, Any], start: int, end: int) -> dict[Any, tuple[float | None, int]]:
@@ -101,7 +102,7 @@ class Evaluation:
         node = parse_filter(spec["filter"])
         if groups is None:
             query = AnalyticsQuery(start, end, node, None, group_by, MAX_GROUPS, project=rule["project_id"])
-            groups = self._answers[key] = self.store.group_metrics(query, percentiles=percentiles)
+            groups = self._answers[key] = self.store.group_metrics(query, percentiles=percentiles, memo=self._edges)
         hits: Mapping[Any, int] = {}
         if spec["metric"] == "cache_hit_rate":
             hits = self.store.cache_hits(project=rule["project_id"], node=node, start=start, end=end, group_by=group_by)

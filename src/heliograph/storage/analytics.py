@@ -55,6 +55,16 @@ _NEGATIONS = ("not-equals", "not-contains")
 
 _RAW_GROUP = {None: "NULL", "model": "r.model", "provider": "r.provider", "status": "r.status",
               "user": "r.user_id", "request_name": "r.request_name"}
+_TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_read_tokens",
+           "prompt_cache_write_tokens", "reasoning_tokens")
+# SUMS (rollup_schema.py) over raw rows, in their order and integer units, as Cell.add_row adds them.
+_RAW_SUMS = ", ".join(f"CAST(SUM({expr}) AS BIGINT)" for expr in (
+    "1", "CASE WHEN r.status >= 400 OR r.status < 100 THEN 1 ELSE 0 END",
+    "CASE WHEN r.cost IS NULL THEN 0 ELSE CAST(ROUND(r.cost * 1000000000) AS BIGINT) END",
+    "CASE WHEN r.cost IS NULL THEN 1 ELSE 0 END", *(f"COALESCE(r.{t}, 0)" for t in _TOKENS),
+    "CAST(ROUND(r.latency_ms * 1000) AS BIGINT)",
+    "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE CAST(ROUND(r.ttft_ms * 1000) AS BIGINT) END",
+    "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE 1 END"))
 _RAW_COLUMNS = ("r.status, r.cost, r.prompt_tokens, r.completion_tokens, r.total_tokens, "
                 "r.prompt_cache_read_tokens, r.prompt_cache_write_tokens, r.reasoning_tokens, r.latency_ms, r.ttft_ms")
 
@@ -210,17 +220,23 @@ class AnalyticsQueries:
         result["source"] = sources.pop() if len(sources) == 1 else "mixed"
         return result
 
-    def group_metrics(self, query: AnalyticsQuery, *, percentiles: bool = True) -> dict[Any, dict[str, Any]]:
+    def group_metrics(self, query: AnalyticsQuery, *, percentiles: bool = True,
+                      memo: dict[Any, Cells] | None = None) -> dict[Any, dict[str, Any]]:
         """Every group's metrics over the whole range (the alert evaluator's question): `analytics`
         without its ranking, its summary and its series, so a grouped rule is one pass. Ungrouped:
-        {None: the summary}."""
-        cells = self._cells(set(), query, query.start, query.end, None, query.group_by)
+        {None: the summary}. `memo`: rows at the range's edges already read for another query of the
+        same filter and grouping (the current hour's rows are every hourly range's end), kept by the caller."""
+        cells = self._cells(set(), query, query.start, query.end, None, query.group_by, sums_only=not percentiles,
+                            memo=memo)
         if query.group_by is None:
             return {None: _merged(cells.values()).metrics(percentiles)}
         return {key[1]: cell.metrics(percentiles and query.group_by != "user") for key, cell in cells.items()}
 
     def _cells(self, sources: set[str], query: AnalyticsQuery, start: int, end: int, bucket_ms: int | None,
-               group_by: str | None, only: frozenset[Any] | None = None) -> Cells:
+               group_by: str | None, only: frozenset[Any] | None = None, *, sums_only: bool = False,
+               memo: dict[Any, Cells] | None = None) -> Cells:
+        """`sums_only`: no latency/TTFT distribution is wanted (no percentiles), so rollups ship no
+        histogram columns and the rows at the edges are summed by SQL instead of one by one."""
         node, project = query.filter, query.project
         plan = rollup_plan(node, group_by)
         cells: Cells = {}
@@ -230,22 +246,34 @@ class AnalyticsQueries:
         if plan is None or all(level is None for level, _, _ in pieces):
             # Nothing to read from rollups (a filter they cannot answer, or too short a range).
             sources.add("requests")
-            self._raw_cells(cells, project, node, start, end, bucket_ms, group_by, only, exact=True)
+            self._raw_cells(cells, project, node, start, end, bucket_ms, group_by, only, exact=True, sums_only=sums_only)
             return cells
         sources.add("rollups")
         for level, seg_start, seg_end in pieces:
-            if level is None:
-                self._raw_cells(cells, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False)
+            if level is None and memo is not None:
+                key = (project, node, seg_start, seg_end, bucket_ms, group_by, only, sums_only)
+                part = memo.get(key)
+                if part is None:
+                    part = memo[key] = {}
+                    self._raw_cells(part, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False,
+                                    sums_only=sums_only)
+                for at, known in part.items():
+                    _cell(cells, at).merge(known)
+            elif level is None:
+                self._raw_cells(cells, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False,
+                                sums_only=sums_only)
             else:
-                self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only)
+                self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only,
+                                   sums_only=sums_only)
         return cells
 
     def _rollup_cells(self, cells: Cells, project: str, plan: RollupPlan, family: Family, level: str, start: int,
-                      end: int, bucket_ms: int | None, only: frozenset[Any] | None) -> None:
+                      end: int, bucket_ms: int | None, only: frozenset[Any] | None, *, sums_only: bool = False) -> None:
         # Whole output buckets read from rows of their own size are final: SQL finds the
         # percentiles, and without a GROUP BY when each row is one (bucket, group). Anything
         # else (totals, ragged edges) ships the summed histograms, to be merged in Python.
-        final = bucket_ms == LEVEL_MS[level]
+        final = bucket_ms == LEVEL_MS[level] and not sums_only
+        histograms = family.histograms and not sums_only
         bucket = "r.bucket" if final else (f"(r.bucket / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0")
         where, params = compile_filter(plan.filter, self.dialect)
         kept, kept_params = _only(plan.group, only)
@@ -256,7 +284,7 @@ class AnalyticsQueries:
             conditions.insert(1, "r.dimension = ?")
             head.insert(1, plan.dimension)
         keys = [expr for expr in (bucket, plan.group) if expr not in ("0", "NULL")]
-        columns = SUMS + ((LATENCY_BINS + TTFT_BINS) if family.histograms else ())
+        columns = SUMS + ((LATENCY_BINS + TTFT_BINS) if histograms else ())
         params = [*head, *params, *kept_params]
         source = f"{family.table(level)} r WHERE {' AND '.join(conditions)}"
         if not final:
@@ -265,7 +293,7 @@ class AnalyticsQueries:
                 f" GROUP BY {', '.join(keys)}" if keys else "")
             for row in self._tuples(_bind(self.dialect, sql), params):
                 if row[2]:      # an aggregate without GROUP BY answers one empty row
-                    _cell(cells, (row[0], row[1])).add_rollup(row[2:], family.histograms)
+                    _cell(cells, (row[0], row[1])).add_rollup(row[2:], histograms)
             return
         percentiles = _percentile_sql(family.histograms)
         if plan.native:
@@ -283,7 +311,7 @@ class AnalyticsQueries:
             cells[(row[0], row[1])] = Cell.final(row[2:2 + _N], row[2 + _N:])
 
     def _raw_cells(self, cells: Cells, project: str, node: Node, start: int, end: int, bucket_ms: int | None,
-                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool) -> None:
+                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool, sums_only: bool = False) -> None:
         bucket = f"(r.created_at / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0"
         join, head = "", [project, start, end]
         head_params: list[Any] = []
@@ -295,10 +323,20 @@ class AnalyticsQueries:
             group = _RAW_GROUP[group_by]
         where, params = compile_filter(node, self.dialect, self.sparse_properties(node))
         kept, kept_params = _only(group, only)
-        sql = (f"SELECT {bucket}, {group}, {_RAW_COLUMNS} FROM requests r{join} "
-               f"WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? AND ({where}) AND {kept}")
+        source = (f"FROM requests r{join} "
+                  f"WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? AND ({where}) AND {kept}")
+        all_params = [*head_params, *head, *params, *kept_params]
+        if sums_only:
+            # The same integer sums as Cell.add_row, added up by SQL: no row crosses into Python.
+            keys = [expr for expr in (bucket, group) if expr not in ("0", "NULL")]
+            sql = f"SELECT {bucket}, {group}, {_RAW_SUMS} {source}" + (f" GROUP BY {', '.join(keys)}" if keys else "")
+            for row in self._tuples(_bind(self.dialect, sql), all_params):
+                if row[2]:      # an aggregate without GROUP BY answers one empty row
+                    _cell(cells, (row[0], row[1])).add_rollup(row[2:], False)
+            return
+        sql = f"SELECT {bucket}, {group}, {_RAW_COLUMNS} {source}"
         seen = 0
-        for batch in self._tuple_batches(_bind(self.dialect, sql), [*head_params, *head, *params, *kept_params]):
+        for batch in self._tuple_batches(_bind(self.dialect, sql), all_params):
             seen += len(batch)
             if exact and seen > EXACT_LIMIT:
                 # Every latency kept for exact percentiles would outgrow memory: go on with histograms.
