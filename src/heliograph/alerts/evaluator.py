@@ -46,6 +46,7 @@ log = logging.getLogger("heliograph.alerts")
 
 LEASE = "alert-evaluator"
 BASELINE_MS = 7 * 86_400_000
+HOUR_MS = 3_600_000
 MAX_GROUPS = 1_000_000      # every group: a quiet user spending 5× their usual must not be cut off
 DELIVERY_LOG_DAYS = 7       # delivered and failed notifications are forgotten after this
 PRUNE_EVERY = 3600.0
@@ -115,7 +116,10 @@ class Evaluation:
         current = self.measure(rule, self.now - window_ms, self.now)
         baselines: dict[Any, tuple[float | None, int]] = {}
         if spec["mode"] == "anomaly":
-            baselines = self.measure(rule, self.now - window_ms - BASELINE_MS, self.now - window_ms)
+            # Whole hours: every rollup keeps hours, so the 7 days are read from rollups alone (the
+            # baseline moves by at most an hour in 7 days, 0.6 %).
+            end = (self.now - window_ms) // HOUR_MS * HOUR_MS
+            baselines = self.measure(rule, end - BASELINE_MS, end)
         keys: dict[str, Any] = {"" if group is None else str(group): group for group in current}
         for key in known:      # a group that was alerting and has no requests now still resolves
             keys.setdefault(key, key if spec["group_by"] is not None else None)
