@@ -72,15 +72,21 @@ def parse(body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(str(exc)) from None
 
 
-def keep_secrets(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    """A webhook channel sent back with its masked secret keeps the secret it had (same URL)."""
+def keep_secrets(body: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """The body with each webhook secret sent back masked ("****") replaced by the secret that
+    webhook (same URL) had, so a rule read with GET can be changed and PUT back as it is."""
+    channels = body.get("channels")
+    if not isinstance(channels, list):
+        return body
     secrets = {c["url"]: c["secret"] for c in old["channels"] if c["type"] == "webhook"}
-    for channel in new["channels"]:
-        if channel["type"] == "webhook" and channel.get("secret") == "****":
-            if channel["url"] not in secrets:
-                raise ApiError(f"'channels': the webhook {channel['url']} is new, so its secret cannot be \"****\".")
-            channel["secret"] = secrets[channel["url"]]
-    return new
+    kept = []
+    for channel in channels:
+        if isinstance(channel, dict) and channel.get("type") == "webhook" and channel.get("secret") == "****":
+            if channel.get("url") not in secrets:
+                raise ApiError(f"'channels': the webhook {channel.get('url')!r} is new, so its secret cannot be \"****\".")
+            channel = {**channel, "secret": secrets[channel["url"]]}
+        kept.append(channel)
+    return {**body, "channels": kept}
 
 
 def _test_notification(rule_id: str, name: str, project: str) -> dict[str, Any]:
@@ -142,15 +148,7 @@ def alert_routes(store: Store, keys: KeyCache) -> list[Route]:
         old = await asyncio.to_thread(store.get_alert, rule_id, project=project)
         if old is None:
             raise ApiError(f"No alert {rule_id!r}.", 404)
-        channels = body.get("channels")
-        if isinstance(channels, list):     # a masked secret passes the check; keep_secrets restores it
-            body = {**body, "channels": [{**c, "secret": "********"} if isinstance(c, dict) and c.get("secret") == "****"
-                                         else c for c in channels]}
-        spec = parse(body)
-        for channel, raw in zip(spec["channels"], channels if isinstance(channels, list) else []):
-            if isinstance(raw, dict) and raw.get("secret") == "****":
-                channel["secret"] = "****"
-        spec = keep_secrets(spec, old["spec"])
+        spec = parse(keep_secrets(body, old["spec"]))
         if not await asyncio.to_thread(store.update_alert, rule_id, spec, project=project):
             raise ApiError(f"No alert {rule_id!r}.", 404)
         rule = await asyncio.to_thread(store.get_alert, rule_id, project=project)
