@@ -175,3 +175,22 @@ def test_sums_without_percentiles_equal_the_full_analytics(store: Store, group_b
                          "total_tokens", "reasoning_tokens", "latency_avg", "ttft_avg"):
                 assert sums[group][name] == metrics[name], (group, name)
             assert abs(sums[group]["cost"] - metrics["cost"]) < 1e-8
+
+
+def test_rules_are_answered_from_the_rollups_not_the_rows(store: Store) -> None:
+    """Rows gone (metrics retention), rollups kept: a rule still sees the requests."""
+    rows = [r for r in dataset(300) if r["project_id"] == "default"]
+    store.insert_requests(rows)
+    now = (max(r["created_at"] for r in rows) // 3_600_000 + 2) * 3_600_000      # on a whole hour
+    spec = {"name": "volume", "metric": "request_count", "threshold": 0, "window": 86_400, "comparison": "gt",
+            "min_requests": 0, "filter": "all", "group_by": "model", "mode": "threshold", "channels": [],
+            "enabled": True}
+    store.create_alert("default", spec)
+    with store._transaction() as tx:       # type: ignore[attr-defined]
+        tx.execute("DELETE FROM requests")
+    evaluation = evaluate(store, Settings(), now_ms=now)
+    counted: dict[str, int] = {}
+    for row in rows:
+        if row["model"]:
+            counted[row["model"]] = counted.get(row["model"], 0) + 1
+    assert {s["group_key"]: s["requests"] for s in evaluation.states} == counted
