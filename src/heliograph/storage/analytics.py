@@ -26,12 +26,13 @@ never depends on which path ran.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, ClassVar
 
 from .cells import Cell
+from .executor import QueryMixin
 from .filters import ALL, All, Branch, Column, Condition, Dialect, Node, compile_filter
 from .histogram import BINS, QUANTILES
 from .rollup_schema import (
@@ -52,6 +53,7 @@ MAX_BUCKETS = 20_000
 EXACT_LIMIT = 1_000_000     # rows read from `requests` past which percentiles come from histograms
 _N = len(SUMS)
 _NEGATIONS = ("not-equals", "not-contains")
+BRIEF = ("requests", "errors", "cost_nusd", "unpriced", "latency_sum_us")     # the sums a brief query reads
 
 _RAW_GROUP = {None: "NULL", "model": "r.model", "provider": "r.provider", "status": "r.status",
               "user": "r.user_id", "request_name": "r.request_name"}
@@ -68,6 +70,7 @@ class AnalyticsQuery:
     bucket: str | None = "hour"         # minute | hour | day | None (totals only)
     group_by: str | None = None         # one of GROUPS, or property:<key>
     limit: int = 100                    # most groups reported, largest first
+    brief: bool = False                 # requests, errors and cost only: no tokens, times, summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +176,10 @@ def _only(expr: str, groups: frozenset[Any] | None) -> tuple[str, list[Any]]:
     return f"({' OR '.join(tests) or '1=0'})", values
 
 
-class AnalyticsQueries:
+class AnalyticsQueries(QueryMixin):
     """Mixed into SQLStore: the read side of the rollups."""
 
     dialect: ClassVar[Dialect]
-
-    def _tuple_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
-        raise NotImplementedError
-
-    def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return [row for batch in self._tuple_batches(sql, params) for row in batch]
 
     def sparse_properties(self, node: Node) -> frozenset[tuple[str, str]]:
         raise NotImplementedError
@@ -190,7 +187,7 @@ class AnalyticsQueries:
     def analytics(self, query: AnalyticsQuery) -> dict[str, Any]:
         """Summary; with a grouping the largest `limit` groups; with a bucket the series (of those groups)."""
         bucket_ms = LEVEL_MS[query.bucket] if query.bucket else None
-        percentiles = query.group_by != "user"
+        percentiles = query.group_by != "user" and not query.brief
         sources: set[str] = set()
         result: dict[str, Any] = {}
         kept: frozenset[Any] | None = None
@@ -201,8 +198,9 @@ class AnalyticsQueries:
             result["groups_total"] = len(totals)
             if len(totals) > query.limit:
                 kept = frozenset(key[1] for key, _ in ranked)
-        summary = self._cells(sources, query, query.start, query.end, None, None)
-        result["summary"] = _merged(summary.values()).metrics(True)
+        if not query.brief:
+            summary = self._cells(sources, query, query.start, query.end, None, None)
+            result["summary"] = _merged(summary.values()).metrics(True)
         if bucket_ms is not None:
             cells = self._cells(sources, query, query.start, query.end, bucket_ms, query.group_by, kept)
             result["series"] = [{"time": bucket, "group": group, **cell.metrics(percentiles)}
@@ -228,15 +226,17 @@ class AnalyticsQueries:
             if level is None:
                 self._raw_cells(cells, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False)
             else:
-                self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only)
+                self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only,
+                                   query.brief)
         return cells
 
     def _rollup_cells(self, cells: Cells, project: str, plan: RollupPlan, family: Family, level: str, start: int,
-                      end: int, bucket_ms: int | None, only: frozenset[Any] | None) -> None:
+                      end: int, bucket_ms: int | None, only: frozenset[Any] | None, brief: bool) -> None:
         # Whole output buckets read from rows of their own size are final: SQL finds the
         # percentiles, and without a GROUP BY when each row is one (bucket, group). Anything
         # else (totals, ragged edges) ships the summed histograms, to be merged in Python.
-        final = bucket_ms == LEVEL_MS[level]
+        # A brief query sums only what it reports and ships no histograms.
+        final = bucket_ms == LEVEL_MS[level] and not brief
         bucket = "r.bucket" if final else (f"(r.bucket / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0")
         where, params = compile_filter(plan.filter, self.dialect)
         kept, kept_params = _only(plan.group, only)
@@ -247,16 +247,18 @@ class AnalyticsQueries:
             conditions.insert(1, "r.dimension = ?")
             head.insert(1, plan.dimension)
         keys = [expr for expr in (bucket, plan.group) if expr not in ("0", "NULL")]
-        columns = SUMS + ((LATENCY_BINS + TTFT_BINS) if family.histograms else ())
+        histograms = family.histograms and not brief
+        columns = SUMS + ((LATENCY_BINS + TTFT_BINS) if histograms else ())
         params = [*head, *params, *kept_params]
         source = f"{family.table(level)} r WHERE {' AND '.join(conditions)}"
         if not final:
-            sums = [f"CAST(SUM(r.{c}) AS BIGINT)" for c in SUMS] + [f"SUM(r.{c})" for c in columns[_N:]]
+            sums = [f"CAST(SUM(r.{c}) AS BIGINT)" if not brief or c in BRIEF else "0" for c in SUMS] + [
+                f"SUM(r.{c})" for c in columns[_N:]]
             sql = f"SELECT {bucket}, {plan.group}, {', '.join(sums)} FROM {source}" + (
                 f" GROUP BY {', '.join(keys)}" if keys else "")
             for row in self._tuples(_bind(self.dialect, sql), params):
                 if row[2]:      # an aggregate without GROUP BY answers one empty row
-                    _cell(cells, (row[0], row[1])).add_rollup(row[2:], family.histograms)
+                    _cell(cells, (row[0], row[1])).add_rollup(row[2:], histograms)
             return
         percentiles = _percentile_sql(family.histograms)
         if plan.native:
