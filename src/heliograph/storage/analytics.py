@@ -53,7 +53,7 @@ MAX_BUCKETS = 20_000
 EXACT_LIMIT = 1_000_000     # rows read from `requests` past which percentiles come from histograms
 _N = len(SUMS)
 _NEGATIONS = ("not-equals", "not-contains")
-BRIEF = ("requests", "errors", "cost_nusd", "unpriced", "latency_sum_us")     # the sums a brief query reads
+BRIEF = ("requests", "cost_nusd", "unpriced", "latency_sum_us")     # the sums a brief query reads
 
 _RAW_GROUP = {None: "NULL", "model": "r.model", "provider": "r.provider", "status": "r.status",
               "user": "r.user_id", "request_name": "r.request_name"}
@@ -70,7 +70,7 @@ class AnalyticsQuery:
     bucket: str | None = "hour"         # minute | hour | day | None (totals only)
     group_by: str | None = None         # one of GROUPS, or property:<key>
     limit: int = 100                    # most groups reported, largest first
-    brief: bool = False                 # requests, errors and cost only: no tokens, times, summary
+    brief: bool = False                 # requests, cost and mean latency only: no summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +252,8 @@ class AnalyticsQueries(QueryMixin):
         params = [*head, *params, *kept_params]
         source = f"{family.table(level)} r WHERE {' AND '.join(conditions)}"
         if not final:
-            sums = [f"CAST(SUM(r.{c}) AS BIGINT)" if not brief or c in BRIEF else "0" for c in SUMS] + [
+            total = "SUM(r.{})" if self.dialect.name == "sqlite" else "CAST(SUM(r.{}) AS BIGINT)"  # PG: numeric
+            sums = [total.format(c) if not brief or c in BRIEF else "0" for c in SUMS] + [
                 f"SUM(r.{c})" for c in columns[_N:]]
             sql = f"SELECT {bucket}, {plan.group}, {', '.join(sums)} FROM {source}" + (
                 f" GROUP BY {', '.join(keys)}" if keys else "")
