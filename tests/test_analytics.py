@@ -155,6 +155,20 @@ def test_rollups_agree_with_the_rows(store: Store, bucket: str | None) -> None:
     assert rolled["summary"]["requests"] == sum(START <= r["created_at"] < END for r in dataset())
 
 
+@pytest.mark.parametrize("bucket", ["minute", "hour", None])
+def test_a_brief_query_reports_the_same_requests_cost_and_mean_latency(store: Store, bucket: str | None) -> None:
+    store.insert_requests(dataset())
+    for group_by in ("model", "user", "property:tier"):
+        full = store.analytics(AnalyticsQuery(START, END, bucket=bucket, group_by=group_by, project="default"))
+        brief = store.analytics(AnalyticsQuery(START, END, bucket=bucket, group_by=group_by, project="default",
+                                               brief=True))
+        assert "summary" not in brief and brief["groups_total"] == full["groups_total"]
+        kept = ("requests", "cost", "unpriced_requests", "latency_avg")
+        for name in ("groups", "series"):
+            mine = [{k: row.get(k) for k in ("group", "time", *kept)} for row in brief.get(name, [])]
+            assert mine == [{k: row.get(k) for k in ("group", "time", *kept)} for row in full.get(name, [])], name
+
+
 def test_filters_on_rollup_columns_agree_with_the_rows(store: Store) -> None:
     store.insert_requests(dataset())
     for raw in ({"request_response_rmt": {"model": {"not-equals": "gpt-4o"}, "status": {"lt": 400}}},

@@ -315,3 +315,38 @@ def test_a_key_sees_only_its_projects_requests_and_keys(gw: Gateway) -> None:
     assert other.get("/requests/export", params={"format": "jsonl"}).text == ""
     keys = other.get("/keys").text
     assert f"{name}-admin" in keys and keys.count("data-key-id=") == 1
+
+
+def test_keys_page_sets_and_deletes_budgets_and_refuses_bad_ones_by_name(gw: Gateway) -> None:
+    client = login(gw.url, gw.key)
+    page = client.get("/keys").text
+    bad = client.post("/keys/budgets", data={"target": "project", "usd": "lots", "period": "month",
+                                             "csrf": csrf_of(page)})
+    assert bad.status_code == 400 and "&#39;usd&#39;" in bad.text and "lots" in bad.text
+    user = f"web-{uuid.uuid4().hex[:6]}"
+    made = client.post("/keys/budgets", data={"target": "user", "user": user, "usd": "$12.50", "period": "week",
+                                              "csrf": csrf_of(page)})
+    assert made.status_code == 303
+    listed = httpx.get(gw.url + "/api/v1/budgets", headers={"Authorization": f"Bearer {gw.key}"}).json()["data"]
+    budget = next(b for b in listed if b.get("user") == user)
+    assert (budget["usd"], budget["period"]) == (12.5, "week")
+    page = client.get("/keys").text
+    assert f'data-budget-id="{budget["id"]}"' in page and user in page
+    assert client.post(f"/keys/budgets/{budget['id']}/delete", data={"csrf": csrf_of(page)}).status_code == 303
+    listed = httpx.get(gw.url + "/api/v1/budgets", headers={"Authorization": f"Bearer {gw.key}"}).json()["data"]
+    assert all(b["id"] != budget["id"] for b in listed)
+
+
+def test_keys_page_creates_a_project_whose_admin_key_sees_only_it(gw: Gateway) -> None:
+    send(gw, "in the first project")
+    client = login(gw.url, gw.key)
+    name = f"web {uuid.uuid4().hex[:6]}"
+    made = client.post("/keys/projects", data={"project": name, "csrf": csrf_of(client.get("/keys").text)})
+    assert made.status_code == 200 and f"Project “{name}” created" in made.text
+    key = re.search(r'id="new-key">(sk-hg-[^<]+)<', made.text)
+    assert key, made.text
+    other = login(gw.url, key.group(1))
+    assert other.get("/keys").status_code == 200 and name in other.get("/keys").text
+    assert "data-request-id" not in other.get("/requests").text
+    again = client.post("/keys/projects", data={"project": name, "csrf": csrf_of(client.get("/keys").text)})
+    assert again.status_code == 400 and "exists already" in again.text

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from heliograph.auth import KeyCache, hash_key
 from heliograph.dashboard import Dashboard, analytics, dashboard_routes
-from heliograph.dashboard.analytics import _window, choose_bucket, parse_page_filter
+from heliograph.dashboard.analytics import _window, cache_summary, choose_bucket, parse_page_filter
 from heliograph.settings import Settings
 from heliograph.storage import open_store
 from heliograph.storage.analytics import rollup_plan
@@ -174,6 +174,19 @@ def test_cache_hits_and_savings(fake: FakeUpstream, tmp_path: Path) -> None:
         assert "66.7%" in tiles and "2 hits" in tiles
         saved = re.search(r"Saved by cache</span><span class=\"v\">([^<]+)<", tiles)
         assert saved and saved.group(1) not in ("$0.00", "unpriced"), tiles
+        # Past the sample, hits are scaled from the sampled ones: one looked up stands for both.
+        store = open_store(gw.db_url)
+        try:
+            window = {"project": records[0]["project_id"], "start": 0, "end": 2**62}
+            full, sampled = store.cache_savings(**window), store.cache_savings(**window, sample=1)
+        finally:
+            store.close()
+        assert [(r["hits"], r["sampled"], r["matched"]) for r in full] == [(2, 2, 2)]
+        assert [(r["hits"], r["sampled"], r["matched"]) for r in sampled] == [(2, 1, 1)]
+        whole = cache_summary(full, [], {"requests": 3})
+        scaled = cache_summary(sampled, [], {"requests": 3})
+        assert whole["saved_cost"] == pytest.approx(2 * records[0]["cost"]) and whole["estimated"] == 0
+        assert scaled["saved_cost"] == pytest.approx(whole["saved_cost"]) and scaled["estimated"] == 1
     finally:
         gw.stop()
 

@@ -7,6 +7,7 @@ Without chromium the test is skipped, unless CI is set: then it fails (`.ci/run`
 
 from __future__ import annotations
 
+import re
 import os
 import random
 import shutil
@@ -85,7 +86,9 @@ def test_a_person_uses_the_dashboard(filled: Gateway, shots: Any) -> None:
         browser = p.chromium.launch(executable_path=executable, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
-            context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="light")
+            # A zone half an hour off UTC: chart times show in it, so round UTC hours read hh:30.
+            context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="light",
+                                          timezone_id="Asia/Kolkata")
             page = context.new_page()
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -147,6 +150,9 @@ def test_a_person_uses_the_dashboard(filled: Gateway, shots: Any) -> None:
             chart = page.locator("svg.chart-line[data-points]").first
             expect(chart).to_be_visible()
             assert int(chart.get_attribute("data-points") or 0) > 0
+            expect(page.locator("[data-zone]")).to_have_text(re.compile(r"times in Asia/(Kolkata|Calcutta)"))
+            axis = chart.locator("g.axis text[data-t]").all_text_contents()
+            assert axis and all(label.endswith(":30") for label in axis), axis
             page.goto(gw.url + "/sessions")
             page.locator("td a[href^='/sessions/']").first.click()
             expect(page.locator("tr.tree-node").first).to_be_visible()

@@ -48,7 +48,8 @@ def _target(store: Store, body: dict[str, Any], project: str) -> tuple[str, str]
         raise ApiError(f"'key': {exc} in this project.") from None
 
 
-def _set(store: Store, body: dict[str, Any], project: str) -> dict[str, Any]:
+def set_from_body(store: Store, body: dict[str, Any], project: str) -> dict[str, Any]:
+    """Set the budget a request body describes (the API's and the dashboard's form); ApiError naming the field."""
     kind, target = _target(store, body, project)
     usd = body.get("usd")
     if isinstance(usd, str):
@@ -68,7 +69,7 @@ def _set(store: Store, body: dict[str, Any], project: str) -> dict[str, Any]:
 def budget_routes(store: Store, keys: KeyCache) -> list[Route]:
     async def set_budget(request: Request) -> Response:
         body = await json_object(request)
-        shown = await asyncio.to_thread(_set, store, body, request.state.key.project_id)
+        shown = await asyncio.to_thread(set_from_body, store, body, request.state.key.project_id)
         return envelope(shown, status=201)
 
     async def list_budgets(request: Request) -> Response:

@@ -87,6 +87,7 @@ def render_request(row: dict[str, Any], *, raw_stream: bool = False) -> dict[str
         "fallback_index": row["fallback_index"],
         "gateway_overhead_ms": row["gateway_overhead_ms"],
         "key_id": row["key_id"],
+        "project_id": row["project_id"],
     }
     if raw_stream:
         record["response_stream"] = _text(row.get("response_stream"))

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..storage.cache_stats import SAMPLE as CACHE_SAMPLE
 from ..storage.analytics import GROUPS, MAX_BUCKETS, PROPERTY_GROUP, AnalyticsQuery, rollup_plan
 from ..storage.filters import FilterError, Node, iso_ms, parse_filter
 from ..storage.rollup_schema import LEVEL_MS
@@ -170,27 +171,28 @@ def _by_time(series: list[dict[str, Any]], times: list[int], metric: str, group:
 
 
 def cache_summary(rows: list[dict[str, Any]], models: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    """Hits, hit rate and savings: exact for hits whose original is in the store, else estimated
-    from that model's average cost and latency per uncached request in the range."""
+    """Hits, hit rate and savings. Exact for the sampled hits whose original is in the store; a hit
+    whose original is gone counts its model's average cost and latency per uncached request in the
+    range; hits past the sample (store.cache_savings) are scaled from the sample, per model."""
     per_model = {m["group"]: m for m in models}
     hits = sum(r["hits"] for r in rows)
-    saved_cost = sum(r["saved_cost"] for r in rows)
-    saved_ms = sum(max(r["saved_ms"], 0.0) for r in rows)
-    estimated_cost = estimated_ms = 0.0
-    unmatched = 0
+    saved_cost = saved_ms = 0.0
+    exact = 0
     for r in rows:
-        missing = r["hits"] - r["matched"]
+        sampled = r["sampled"] or r["hits"]     # none sampled: every hit is estimated from its model
+        cost, ms = r["saved_cost"], max(r["saved_ms"], 0.0)
         model = per_model.get(r["model"])
-        if missing <= 0 or model is None:
-            unmatched += max(missing, 0)
-            continue
-        unmatched += missing
-        uncached = max(model["requests"] - r["hits"], 1)
-        estimated_cost += missing * model["cost"] / uncached
-        estimated_ms += missing * (model.get("latency_avg") or 0.0)
+        if model is not None and sampled > r["matched"]:
+            uncached = max(model["requests"] - r["hits"], 1)
+            cost += (sampled - r["matched"]) * model["cost"] / uncached
+            ms += (sampled - r["matched"]) * (model.get("latency_avg") or 0.0)
+        scale = r["hits"] / sampled
+        saved_cost += cost * scale
+        saved_ms += ms * scale
+        exact += r["matched"]
     requests = summary.get("requests") or 0
-    return {"hits": hits, "rate": hits / requests if requests else 0.0, "saved_cost": saved_cost + estimated_cost,
-            "saved_ms": saved_ms + estimated_ms, "estimated": unmatched, "exact": hits - unmatched}
+    return {"hits": hits, "rate": hits / requests if requests else 0.0, "saved_cost": saved_cost,
+            "saved_ms": saved_ms, "estimated": hits - exact, "exact": exact}
 
 
 def _window(span_ms: int, rows: int) -> int:
@@ -258,7 +260,9 @@ async def analytics_page(request: Request, ctx: Ctx) -> Response:
     bucket_ms = LEVEL_MS[bucket]
 
     def query(group: str | None, with_bucket: bool, limit: int) -> AnalyticsQuery:
-        return AnalyticsQuery(pf.start, pf.end, pf.node, bucket if with_bucket else None, group, limit, project=project)
+        # Only the totals need tokens, percentiles and a summary; the splits and top lists show cost.
+        return AnalyticsQuery(pf.start, pf.end, pf.node, bucket if with_bucket else None, group, limit, project=project,
+                              brief=group is not None)
 
     calls: dict[str, Any] = {name: ctx.call(store.analytics, query(*spec)) for name, spec in panels.items()}
     calls["cache"] = ctx.call(store.cache_savings, project=project, start=pf.start, end=pf.end, node=pf.node)
@@ -325,6 +329,7 @@ async def analytics_page(request: Request, ctx: Ctx) -> Response:
                      for g in _by_cost(done["props"])]
         context["tops"]["props"] = bar_chart(prop_bars, unit="usd", title=f"Top {top_prop} values by cost")
     context["cache"] = cache_summary(done["cache"], done.get("models", {}).get("groups", []), summary)
+    context["cache_sample"] = CACHE_SAMPLE
     return render(request, ctx, "analytics.html", **context)
 
 

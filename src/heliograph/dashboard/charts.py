@@ -121,6 +121,15 @@ def short_time(ms: int, bucket_ms: int) -> str:
     return day if bucket_ms >= 86_400_000 else f"{day} {time.strftime('%H:%M', t)}"
 
 
+def _local(ms: int, bucket_ms: int, span_ms: int | None = None) -> str:
+    """Attributes by which app.js shows a time of day in the browser's zone. Days stay UTC days:
+    they are the rollups' buckets, and a local date could name the wrong one."""
+    if bucket_ms >= 86_400_000:
+        return ""
+    shown = short_time(ms, bucket_ms) if span_ms is None else time_label(ms, span_ms)
+    return f' data-t="{ms}" data-utc="{escape(shown)}"' + ("" if span_ms is None else f' data-span="{span_ms}"')
+
+
 def time_title(ms: int, bucket_ms: int) -> str:
     t = time.gmtime(ms / 1000)
     return time.strftime("%Y-%m-%d" if bucket_ms >= 86_400_000 else "%Y-%m-%d %H:%M", t) + " UTC"
@@ -227,7 +236,8 @@ def line_chart(series: Sequence[Series], times: Sequence[int], *, unit: Unit, ti
         tx = left + plot_w * (t - times[0]) / (n * bucket_ms)
         if left <= tx <= width - right:
             anchor = "start" if tx < left + 30 else "end" if tx > width - right - 30 else "middle"
-            out.append(f'<text x="{_n(tx)}" y="{height - 6}" text-anchor="{anchor}">{escape(time_label(t, span_ms))}</text>')
+            out.append(f'<text x="{_n(tx)}" y="{height - 6}" text-anchor="{anchor}"{_local(t, bucket_ms, span_ms)}>'
+                       f'{escape(time_label(t, span_ms))}</text>')
     out.append("</g>")
     base_y = _n(y(max(y_low, 0.0)))
     # Stacked: painter's order, each layer's top filled down to the axis, the highest drawn first.
@@ -257,8 +267,8 @@ def line_chart(series: Sequence[Series], times: Sequence[int], *, unit: Unit, ti
                 v = s.values[i] if i < len(s.values) else None
                 if p is None or v is None:
                     continue
-                out.append(f'<circle cx="{_n(x(i))}" cy="{_n(y(p[1]))}" r="3">'
-                           f'<title>{escape(s.name)} · {short_time(times[i], bucket_ms)}: {escape(fmt(v, unit))}</title></circle>')
+                out.append(f'<circle cx="{_n(x(i))}" cy="{_n(y(p[1]))}" r="3"><title{_local(times[i], bucket_ms)}>'
+                           f'{escape(s.name)} · {short_time(times[i], bucket_ms)}: {escape(fmt(v, unit))}</title></circle>')
             out.append("</g>")
     else:
         out.extend(_hover_bands(series, times, bucket_ms, unit, left, top, plot_w, plot_h))
@@ -296,8 +306,9 @@ def _hover_bands(series: Sequence[Series], times: Sequence[int], bucket_ms: int,
                 value = sum(values) if unit in ADDITIVE else sum(values) / len(values)
                 lines.append(f"{s.name}: {fmt(value, unit)}")
         x0 = left + plot_w * first / n
+        local = _local(times[first], bucket_ms) if per == 1 else ""
         out.append(f'<rect x="{_n(x0)}" y="{top}" width="{_n(plot_w * (last - first) / n)}" height="{plot_h}">'
-                   f'<title>{escape(chr(10).join(lines))}</title></rect>')
+                   f'<title{local}>{escape(chr(10).join(lines))}</title></rect>')
     out.append("</g>")
     return out
 

@@ -90,7 +90,7 @@ async def cost_chart(ctx: Ctx, node: Any, user: dict[str, Any]) -> Any:
     end = max(last // size * size + size, start + size)
     start = max(start, end - MAX_CHART_BUCKETS * size)
     result = await ctx.call(ctx.store.analytics, AnalyticsQuery(project=ctx.project, start=start, end=end,
-                                                                filter=node, bucket=bucket))
+                                                                filter=node, bucket=bucket, brief=True))
     by_time = {int(point["time"]): point["cost"] for point in result.get("series", [])}
     times = list(range(start, end, size))
     values: list[float | None] = [by_time.get(t, 0.0) for t in times]

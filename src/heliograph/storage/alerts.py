@@ -54,9 +54,6 @@ class AlertStore(QueryMixin):
 
     dialect: ClassVar[Dialect]
 
-    def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
     # -- rules -----------------------------------------------------------------------------------------
 
     def create_alert(self, project: str, spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,13 @@ never depends on which path ran.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, ClassVar
 
 from .cells import Cell
+from .executor import QueryMixin
 from .filters import ALL, All, Branch, Column, Condition, Dialect, Node, compile_filter
 from .histogram import BINS, QUANTILES
 from .rollup_schema import (
@@ -52,6 +53,7 @@ MAX_BUCKETS = 20_000
 EXACT_LIMIT = 1_000_000     # rows read from `requests` past which percentiles come from histograms
 _N = len(SUMS)
 _NEGATIONS = ("not-equals", "not-contains")
+BRIEF = ("requests", "cost_nusd", "unpriced", "latency_sum_us")     # the sums a brief query reads
 
 _RAW_GROUP = {None: "NULL", "model": "r.model", "provider": "r.provider", "status": "r.status",
               "user": "r.user_id", "request_name": "r.request_name"}
@@ -78,6 +80,7 @@ class AnalyticsQuery:
     bucket: str | None = "hour"         # minute | hour | day | None (totals only)
     group_by: str | None = None         # one of GROUPS, or property:<key>
     limit: int = 100                    # most groups reported, largest first
+    brief: bool = False                 # requests, cost and mean latency only: no summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +186,10 @@ def _only(expr: str, groups: frozenset[Any] | None) -> tuple[str, list[Any]]:
     return f"({' OR '.join(tests) or '1=0'})", values
 
 
-class AnalyticsQueries:
+class AnalyticsQueries(QueryMixin):
     """Mixed into SQLStore: the read side of the rollups."""
 
     dialect: ClassVar[Dialect]
-
-    def _tuple_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
-        raise NotImplementedError
-
-    def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return [row for batch in self._tuple_batches(sql, params) for row in batch]
 
     def sparse_properties(self, node: Node) -> frozenset[tuple[str, str]]:
         raise NotImplementedError
@@ -200,7 +197,7 @@ class AnalyticsQueries:
     def analytics(self, query: AnalyticsQuery) -> dict[str, Any]:
         """Summary; with a grouping the largest `limit` groups; with a bucket the series (of those groups)."""
         bucket_ms = LEVEL_MS[query.bucket] if query.bucket else None
-        percentiles = query.group_by != "user"
+        percentiles = query.group_by != "user" and not query.brief
         sources: set[str] = set()
         result: dict[str, Any] = {}
         kept: frozenset[Any] | None = None
@@ -211,8 +208,9 @@ class AnalyticsQueries:
             result["groups_total"] = len(totals)
             if len(totals) > query.limit:
                 kept = frozenset(key[1] for key, _ in ranked)
-        summary = self._cells(sources, query, query.start, query.end, None, None)
-        result["summary"] = _merged(summary.values()).metrics(True)
+        if not query.brief:
+            summary = self._cells(sources, query, query.start, query.end, None, None)
+            result["summary"] = _merged(summary.values()).metrics(True)
         if bucket_ms is not None:
             cells = self._cells(sources, query, query.start, query.end, bucket_ms, query.group_by, kept)
             result["series"] = [{"time": bucket, "group": group, **cell.metrics(percentiles)}
@@ -264,16 +262,18 @@ class AnalyticsQueries:
                                 sums_only=sums_only)
             else:
                 self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only,
-                                   sums_only=sums_only)
+                                   query.brief, sums_only=sums_only)
         return cells
 
     def _rollup_cells(self, cells: Cells, project: str, plan: RollupPlan, family: Family, level: str, start: int,
-                      end: int, bucket_ms: int | None, only: frozenset[Any] | None, *, sums_only: bool = False) -> None:
+                      end: int, bucket_ms: int | None, only: frozenset[Any] | None, brief: bool, *,
+                      sums_only: bool = False) -> None:
         # Whole output buckets read from rows of their own size are final: SQL finds the
         # percentiles, and without a GROUP BY when each row is one (bucket, group). Anything
         # else (totals, ragged edges) ships the summed histograms, to be merged in Python.
-        final = bucket_ms == LEVEL_MS[level] and not sums_only
-        histograms = family.histograms and not sums_only
+        # A brief query sums only what it reports and ships no histograms; `sums_only` (the alert
+        # evaluator, no percentile wanted) ships no histograms either.
+        final = bucket_ms == LEVEL_MS[level] and not brief and not sums_only
         bucket = "r.bucket" if final else (f"(r.bucket / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0")
         where, params = compile_filter(plan.filter, self.dialect)
         kept, kept_params = _only(plan.group, only)
@@ -284,11 +284,14 @@ class AnalyticsQueries:
             conditions.insert(1, "r.dimension = ?")
             head.insert(1, plan.dimension)
         keys = [expr for expr in (bucket, plan.group) if expr not in ("0", "NULL")]
+        histograms = family.histograms and not brief and not sums_only
         columns = SUMS + ((LATENCY_BINS + TTFT_BINS) if histograms else ())
         params = [*head, *params, *kept_params]
         source = f"{family.table(level)} r WHERE {' AND '.join(conditions)}"
         if not final:
-            sums = [f"CAST(SUM(r.{c}) AS BIGINT)" for c in SUMS] + [f"SUM(r.{c})" for c in columns[_N:]]
+            total = "SUM(r.{})" if self.dialect.name == "sqlite" else "CAST(SUM(r.{}) AS BIGINT)"  # PG: numeric
+            sums = [total.format(c) if not brief or c in BRIEF else "0" for c in SUMS] + [
+                f"SUM(r.{c})" for c in columns[_N:]]
             sql = f"SELECT {bucket}, {plan.group}, {', '.join(sums)} FROM {source}" + (
                 f" GROUP BY {', '.join(keys)}" if keys else "")
             for row in self._tuples(_bind(self.dialect, sql), params):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -20,10 +20,16 @@ class Executor(Protocol):
 
 
 class QueryMixin:
-    """What a query mixin of SQLStore (budgets.py, credentials.py) uses; the dialects provide it."""
+    """What a query mixin of SQLStore uses; the dialects provide it."""
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def _tuple_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+        raise NotImplementedError
+
+    def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [row for batch in self._tuple_batches(sql, params) for row in batch]
 
     def _transaction(self, *, ingest: bool = False) -> AbstractContextManager[Executor]:
         raise NotImplementedError

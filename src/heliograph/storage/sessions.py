@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .analytics import AnalyticsQuery, segments
+from .executor import QueryMixin
 from .filters import ALL, Dialect, Node
 from .filters import _escape_like as escape_like
 from .rollup_schema import ERROR_SQL, LEVEL_MS, USER
@@ -117,16 +118,10 @@ def session_tree(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return _finish(root)
 
 
-class SessionQueries:
+class SessionQueries(QueryMixin):
     """Mixed into SQLStore: sessions, users and properties."""
 
     dialect: ClassVar[Dialect]
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
 
     def analytics(self, query: AnalyticsQuery) -> dict[str, Any]:
         raise NotImplementedError

@@ -16,6 +16,27 @@
     });
   }
 
+  // Chart times of day (server-rendered in UTC) in the browser's zone, with the server's shortening:
+  // a time for a day's span, date and time beyond it. Day buckets stay UTC days (the server says so).
+  const dayMonth = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+  const hourMinute = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  function chartLabel(d, span) {
+    if (span !== undefined && span <= 86400000) return hourMinute.format(d);
+    if (span !== undefined && span > 7 * 86400000) return dayMonth.format(d);
+    return dayMonth.format(d) + " " + hourMinute.format(d);
+  }
+  function localCharts(root) {
+    root.querySelectorAll("svg [data-t][data-utc]").forEach(function (el) {
+      const d = new Date(Number(el.dataset.t));
+      const span = el.dataset.span === undefined ? undefined : Number(el.dataset.span);
+      el.textContent = el.textContent.replace(el.dataset.utc, chartLabel(d, span));
+      delete el.dataset.utc;
+    });
+    root.querySelectorAll("[data-zone]").forEach(function (el) {
+      el.textContent = "times in " + (Intl.DateTimeFormat().resolvedOptions().timeZone || "your zone");
+    });
+  }
+
   // Rows with data-href open on click (links inside keep working) and on Enter.
   function rowTarget(row) {
     return row && (row.dataset.href || (row.querySelector("a[href]") || {}).href);
@@ -118,6 +139,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
+    localCharts(document);
     // On a phone the filters start folded, unless some are set.
     document.querySelectorAll("details[data-collapse-sm]:not([data-active])").forEach(function (d) {
       if (window.matchMedia("(max-width: 700px)").matches) d.open = false;
