@@ -26,6 +26,7 @@ from .errors import Overloaded
 from .pricing import parse_overrides
 from .auth import KeyCache
 from .budgets import BudgetCache
+from .prompts import PromptRegistry
 from .proxy.handler import Proxy
 from .proxy.metrics import ProxyMetrics
 from .proxy.context import Receive, Scope, Send
@@ -67,8 +68,10 @@ class Heliograph:
         self.proxy_metrics = ProxyMetrics(self.registry)
         # Provider keys projects store, decrypted in memory: the proxy reads them, never the store.
         self.provider_keys = ProviderKeys(self.store, settings.secret_key, known_providers(settings.upstreams))
+        # Prompt versions in memory, refreshed from the store every second (prompts/registry.py).
+        self.prompts = PromptRegistry(self.store)
         self.proxy = Proxy(settings, self.keys, self.recorder.submit, self.proxy_metrics, self.state,
-                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of)
+                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of, prompts=self.prompts)
         self.in_flight = 0
         self.max_in_flight = settings.max_in_flight or sys.maxsize
         Gauge("heliograph_in_flight", "Proxied requests in progress (max_in_flight bounds it).",
@@ -161,6 +164,7 @@ class Heliograph:
         self._tasks.append(asyncio.create_task(self.keys.run_reloads()))
         self._tasks.append(asyncio.create_task(self.budgets.run_reloads()))
         self._tasks.append(asyncio.create_task(self.provider_keys.run_reloads()))
+        self._tasks.append(asyncio.create_task(self.prompts.run_refreshes()))
         # Everything built so far lives as long as the process: out of the collector's way, so a full
         # collection under load walks only what requests allocate (bench/: issue 8's note).
         gc.freeze()

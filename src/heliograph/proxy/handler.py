@@ -14,8 +14,10 @@ import orjson
 
 from ..budgets import BudgetCache
 from ..errors import (BadRequest, BudgetExceeded, GatewayError, NotFound, PayloadTooLarge, RequestTimeout,
-                      UpstreamTimeout)
+                      Unavailable, UpstreamTimeout)
 from ..pricing import parse_overrides
+from ..prompts import PromptError, PromptRegistry, RegistryUnavailable
+from ..prompts import render as prompts
 from ..recording.ids import RequestIds, new_request_id
 from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
 from ..settings import Settings
@@ -56,7 +58,8 @@ class Proxy:
     def __init__(self, settings: Settings, keys: KeyCache, submit: Callable[[RawRecord], None],
                  metrics: ProxyMetrics, state: State, ids: RequestIds | None = None,
                  budgets: BudgetCache | None = None,
-                 project_keys: Callable[[str], Mapping[str, str]] | None = None) -> None:
+                 project_keys: Callable[[str], Mapping[str, str]] | None = None,
+                 prompts: PromptRegistry | None = None) -> None:
         self.providers = routes.with_overrides(dict(settings.upstreams))
         self.provider_keys = dict(settings.provider_keys)
         # A project's own provider keys (vault.py, in memory), before the deployment's provider_keys.
@@ -74,6 +77,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self.state = state
         self.budgets = budgets or BudgetCache(list)     # none: the stage is one empty-dict lookup
+        self.prompts = prompts                          # none: prompt headers are only recorded
         self.overrides = parse_overrides(settings.prices)
         openai = self.providers["openai"]
         self.embedder = caching.Embedder(openai.origin, settings.semantic_cache_model,
@@ -159,6 +163,8 @@ class Proxy:
             raise BadRequest(problem + ".")
         call.retry = forward_.parse_retry(helicone)
         body = record.request_body = await _read_body(call.receive, self.body_timeout, self.max_body)
+        if self.prompts is not None and prompts.wanted(helicone, body):
+            body = await self._render_prompt(call, self.prompts, body)
         upstream_url = route.upstream_url if route else call.path + call.query
         call.body, call.strip_usage = _inject_stream_usage(upstream_url, body, helicone)
         if caching.wants_cache(helicone):
@@ -172,6 +178,23 @@ class Proxy:
         first = call.targets[0]
         record.provider, record.family, record.target_url = first.provider.name, first.provider.family, redact_url(first.url)
         record.request_body = call.body
+
+    async def _render_prompt(self, call: Call, registry: PromptRegistry, body: bytes) -> bytes:
+        """A prompt's version compiled into the body (prompts/render.py); before the cache key, so
+        the rendered request is what is cached and sent."""
+        assert call.key is not None and call.record is not None
+        try:
+            rendered = await prompts.render(registry, call.key.project_id, call.key.id or None, call.helicone, body)
+        except PromptError as exc:
+            raise BadRequest(str(exc)) from None
+        except RegistryUnavailable as exc:
+            raise Unavailable(f"The prompt registry is unavailable: {exc}; try again shortly.") from None
+        if rendered is None:
+            return body
+        record = call.record
+        record.prompt_id, record.prompt_version, record.prompt_inputs = (rendered.prompt_id, rendered.version_id,
+                                                                         rendered.inputs)
+        return rendered.body
 
     async def _answer_from_cache(self, call: Call) -> bool:
         plan = call.cache_plan
