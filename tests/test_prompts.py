@@ -1,0 +1,323 @@
+"""Prompt management: templates at unit level, then real `heliograph serve` processes with the real
+`openai` and `anthropic` SDKs against the fake provider: the three request forms, errors that never
+reach the provider, streaming and caching of rendered prompts, the API, and freshness across processes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from heliograph.prompts.template import PromptError, compile_body, diff, fill, legacy_inputs, merge, variables
+from heliograph.testing import FakeUpstream
+
+from .conftest import Gateway, start_gateway
+
+TEMPLATE = {"model": "gpt-4o-mini", "temperature": 0.3, "messages": [
+    {"role": "system", "content": "You help {{hc:customer:string}} (age {{hc:age:number}}, vip {{hc:vip:boolean}})."},
+    {"role": "user", "content": "{{hc:question:string}}"}]}
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+def test_variables_are_declared_in_order_with_their_types() -> None:
+    assert variables(TEMPLATE) == [{"name": "customer", "type": "string"}, {"name": "age", "type": "number"},
+                                   {"name": "vip", "type": "boolean"}, {"name": "question", "type": "string"}]
+    assert variables({"m": "{{ hc : a : number }} and {{seed_var}}"}) == [
+        {"name": "a", "type": "number"}, {"name": "seed_var", "type": "string"}]
+
+
+def test_compile_fills_text_and_injects_whole_tag_values_raw() -> None:
+    body = compile_body({"messages": [{"content": "Hi {{hc:name:string}}"}], "response_format": "{{hc:schema:object}}",
+                         "n": "{{hc:count:number}}"},
+                        {"name": "Ada", "schema": {"type": "json_object"}, "count": 2})
+    assert body == {"messages": [{"content": "Hi Ada"}], "response_format": {"type": "json_object"}, "n": 2}
+
+
+def test_a_missing_or_falsy_input_leaves_the_tag_in_text() -> None:
+    text = "A {{hc:a:string}} B {{hc:b:string}} C {{c}}"
+    assert fill(text, {"b": ""}) == text
+    assert fill(text, {"a": "x", "c": "z"}) == "A x B {{hc:b:string}} C z"
+
+
+def test_wrong_types_are_listed_one_line_each_in_helicones_words() -> None:
+    with pytest.raises(PromptError) as caught:
+        compile_body(TEMPLATE, {"age": "abc", "vip": "perhaps", "customer": 5})
+    assert str(caught.value).splitlines() == ["Variable 'age' is 'number' but got 'abc'",
+                                              "Variable 'vip' is 'boolean' but got 'perhaps'"]
+    assert compile_body(TEMPLATE, {"age": "42", "vip": "YES"})["messages"][0]["content"].endswith("(age 42, vip YES).")
+
+
+def test_merge_puts_the_templates_messages_first_and_lets_the_request_override() -> None:
+    merged = merge({"model": "a", "temperature": 0.3, "messages": [{"role": "system", "content": "s"}], "tools": [1]},
+                   {"temperature": 0.9, "messages": [{"role": "user", "content": "u"}], "tools": [2],
+                    "prompt_id": "x", "inputs": {}, "environment": "e", "version_id": "v"})
+    assert merged == {"model": "a", "temperature": 0.9, "tools": [1, 2],
+                      "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]}
+
+
+def test_legacy_tags_are_removed_and_become_variables() -> None:
+    body = {"messages": [{"role": "user", "content": 'Write about <helicone-prompt-input key="topic">owls'
+                                                      '</helicone-prompt-input> in <helicone-prompt-static>English'
+                                                      '</helicone-prompt-static>.'}]}
+    found = legacy_inputs(body)
+    assert found is not None
+    clean, template, inputs = found
+    assert clean["messages"][0]["content"] == "Write about owls in English."
+    assert template["messages"][0]["content"] == "Write about {{topic}} in English."
+    assert inputs == {"topic": "owls"}
+    assert legacy_inputs({"messages": [{"content": "plain"}]}) is None
+
+
+def test_diff_shows_only_what_changed() -> None:
+    text = diff({"model": "a", "temperature": 0.1}, {"model": "a", "temperature": 0.5}, "v1", "v2")
+    changed = [line for line in text.splitlines()[2:] if line[:1] in "+-"]
+    assert changed == ['-  "temperature": 0.1', '+  "temperature": 0.5']
+
+
+# -- through the gateway -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gateway = start_gateway(tmp_path_factory.mktemp("prompts"), fake.url)
+    yield gateway
+    gateway.stop()
+
+
+def api(gateway: Gateway, path: str, body: Any = None, method: str = "POST", key: str | None = None) -> httpx.Response:
+    return httpx.request(method, gateway.url + "/api/v1/prompt-2025" + path, json=body, timeout=30,
+                         headers={"Authorization": f"Bearer {key or gateway.key}"})
+
+
+def client(gateway: Gateway, **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key="sk-provider", max_retries=0,
+                         default_headers={**gateway.auth, **headers})
+
+
+def make_prompt(gateway: Gateway, body: dict[str, Any] | None = None, **extra: Any) -> tuple[str, str]:
+    made = api(gateway, "", {"name": "Support", "tags": ["support"], "promptBody": body or TEMPLATE, **extra})
+    assert made.status_code == 201, made.text
+    return made.json()["data"]["id"], made.json()["data"]["versionId"]
+
+
+def new_version(gateway: Gateway, prompt_id: str, body: dict[str, Any], **extra: Any) -> str:
+    made = api(gateway, "/update", {"promptId": prompt_id, "promptBody": body, "commitMessage": "next", **extra})
+    assert made.status_code == 201, made.text
+    return str(made.json()["data"]["id"])
+
+
+INPUTS = {"customer": "Ada", "age": 36, "vip": True, "question": "Where is order 7?"}
+
+
+def test_body_fields_render_the_production_version_and_are_recorded(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, version_id = make_prompt(gw)
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "And quickly please."}], temperature=0.9,
+        extra_body={"prompt_id": prompt_id, "inputs": INPUTS})
+    assert raw.http_response.status_code == 200
+    sent = fresh_fake.requests[-1].json
+    assert not {"prompt_id", "inputs", "version_id", "environment"} & set(sent)
+    assert sent["temperature"] == 0.9       # the request overrides the template
+    assert [m["content"] for m in sent["messages"]] == [
+        "You help Ada (age 36, vip true).", "Where is order 7?", "And quickly please."]
+    record = gw.record(raw.headers["helicone-id"])
+    assert (record["prompt_id"], record["prompt_version"], record["prompt_inputs"]) == (prompt_id, version_id, INPUTS)
+    assert record["request_body"]["messages"][0]["content"] == "You help Ada (age 36, vip true)."
+    listed = httpx.post(gw.url + "/api/v1/request/query", headers={"Authorization": f"Bearer {gw.key}"},
+                        json={"filter": {"request_response_rmt": {"prompt_version": {"equals": version_id}}}})
+    assert [r["request_id"] for r in listed.json()["data"]] == [raw.headers["helicone-id"]]
+
+
+def test_model_may_come_from_the_prompt_and_environment_wins_over_version(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, first = make_prompt(gw)
+    second = new_version(gw, prompt_id, {**TEMPLATE, "model": "gpt-4o"}, environment="staging")
+    r = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                   json={"prompt_id": prompt_id, "environment": "staging", "version_id": first, "inputs": INPUTS})
+    assert r.status_code == 200, r.text
+    assert fresh_fake.requests[-1].json["model"] == "gpt-4o"
+    assert gw.record(r.headers["helicone-id"])["prompt_version"] == second
+    r = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                   json={"prompt_id": prompt_id, "version_id": "1.0", "inputs": INPUTS})
+    assert r.status_code == 200 and fresh_fake.requests[-1].json["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"inputs": {"age": "abc", "vip": "maybe"}},
+     "Variable 'age' is 'number' but got 'abc'\nVariable 'vip' is 'boolean' but got 'maybe'"),
+    ({"environment": "nowhere"}, "has no environment 'nowhere'"),
+    ({"version_id": "9.9"}, "has no version '9.9'"),
+    ({"inputs": ["not", "an", "object"]}, "inputs must be a JSON object"),
+])
+def test_bad_body_fields_are_a_400_in_openais_shape_and_never_reach_the_provider(
+        gw: Gateway, fresh_fake: FakeUpstream, body: dict[str, Any], expected: str) -> None:
+    prompt_id, _ = make_prompt(gw)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gw).chat.completions.create(model="gpt-4o-mini", messages=[], extra_body={"prompt_id": prompt_id, **body})
+    assert expected in caught.value.body["message"]  # type: ignore[index]
+    assert caught.value.response.json()["error"]["type"] == "invalid_request_error"
+    assert fresh_fake.requests == []
+
+
+def test_an_unknown_prompt_and_bad_variables_json_are_400s(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    with pytest.raises(openai.BadRequestError, match="Unknown prompt 'no-such-prompt'"):
+        client(gw).chat.completions.create(model="gpt-4o-mini", messages=[], extra_body={"prompt_id": "no-such-prompt"})
+    with pytest.raises(openai.BadRequestError, match="Helicone-Prompt-Variables is not valid JSON"):
+        client(gw, **{"Helicone-Prompt-Id": "x1", "Helicone-Prompt-Variables": "{name: Ada"}).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "{{name}}"}])
+    with pytest.raises(openai.BadRequestError, match="Unknown prompt 'never-made'"):
+        client(gw, **{"Helicone-Prompt-Id": "never-made", "Helicone-Prompt-Environment": "production"}
+               ).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert fresh_fake.requests == []
+
+
+def test_anthropic_routes_answer_bad_prompts_in_anthropics_shape(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, _ = make_prompt(gw, {"model": "claude-3-5-haiku-latest", "max_tokens": 50,
+                                    "messages": [{"role": "user", "content": "Count to {{hc:n:number}}"}]})
+    claude = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="sk-ant", max_retries=0,
+                                 default_headers={**gw.auth, "Helicone-Prompt-Id": prompt_id})
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=50, messages=[],
+                               extra_headers={"Helicone-Prompt-Variables": json.dumps({"n": "ten"})})
+    assert caught.value.response.json()["type"] == "error"
+    assert "Variable 'n' is 'number' but got 'ten'" in caught.value.response.json()["error"]["message"]
+    assert fresh_fake.requests == []
+    answer = claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=50, messages=[],
+                                    extra_headers={"Helicone-Prompt-Variables": json.dumps({"n": 3})})
+    assert answer.content and fresh_fake.requests[-1].json["messages"] == [{"role": "user", "content": "Count to 3"}]
+
+
+def test_the_header_form_auto_versions_the_requests_own_template(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id = "auto-" + uuid.uuid4().hex[:6]
+    ids, versions = [], []
+    for name, template in (("Ada", "Hello {{name}}"), ("Bob", "Hello {{name}}"), ("Cy", "Hi there {{name}}")):
+        raw = client(gw, **{"Helicone-Prompt-Id": prompt_id, "Helicone-Prompt-Variables": json.dumps({"name": name})}
+                     ).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": template}])
+        assert fresh_fake.requests[-1].json["messages"][0]["content"] == template.replace("{{name}}", name)
+        ids.append(raw.headers["helicone-id"])
+    for request_id in ids:
+        versions.append(gw.record(request_id)["prompt_version"])
+    assert versions[0] == versions[1] != versions[2] and None not in versions
+    listed = api(gw, "/query/versions", {"promptId": prompt_id}).json()["data"]
+    assert [(v["id"], v["version"]) for v in listed] == [(versions[2], "1.1"), (versions[0], "1.0")]
+    assert listed[1]["prompt_body"]["messages"][0]["content"] == "Hello {{name}}"
+    assert listed[1]["environments"] == ["production"]
+    assert gw.record(ids[0])["prompt_inputs"] == {"name": "Ada"}
+
+
+def test_legacy_tags_with_the_prompt_id_header(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id = "legacy-" + uuid.uuid4().hex[:6]
+    content = 'Tell me about <helicone-prompt-input key="animal">otters</helicone-prompt-input>.'
+    raw = client(gw, **{"Helicone-Prompt-Id": prompt_id}).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}])
+    assert fresh_fake.requests[-1].json["messages"][0]["content"] == "Tell me about otters."
+    record = gw.record(raw.headers["helicone-id"])
+    assert record["prompt_id"] == prompt_id and record["prompt_inputs"] == {"animal": "otters"}
+    version = api(gw, "/query/version", {"promptVersionId": record["prompt_version"]}).json()["data"]
+    assert version["prompt_body"]["messages"][0]["content"] == "Tell me about {{animal}}."
+
+
+def test_rendered_prompts_stream_and_are_cached_as_rendered(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, version_id = make_prompt(gw)
+    chunks = list(client(gw).chat.completions.create(model="gpt-4o-mini", messages=[], stream=True,
+                                                    extra_body={"prompt_id": prompt_id, "inputs": INPUTS}))
+    assert chunks and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert fresh_fake.requests[-1].json["messages"][1]["content"] == "Where is order 7?"
+    cached = client(gw, **{"Helicone-Cache-Enabled": "true"})
+    first = cached.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[], extra_body={"prompt_id": prompt_id, "inputs": INPUTS})
+    calls = len(fresh_fake.requests)
+    second = cached.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[], extra_body={"prompt_id": prompt_id, "inputs": INPUTS})
+    other = cached.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[], extra_body={"prompt_id": prompt_id, "inputs": {**INPUTS, "customer": "Bo"}})
+    assert (first.headers["helicone-cache"], second.headers["helicone-cache"], other.headers["helicone-cache"]) == (
+        "MISS", "HIT", "MISS")
+    assert len(fresh_fake.requests) == calls + 1
+    assert gw.record(second.headers["helicone-id"])["prompt_version"] == version_id
+
+
+def test_the_render_endpoint_and_the_gateway_send_the_same_body(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, version_id = make_prompt(gw)
+    rendered = api(gw, "/render", {"promptId": prompt_id, "inputs": INPUTS})
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.json()["data"]["versionId"] == version_id
+    httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+               json={"prompt_id": prompt_id, "inputs": INPUTS})
+    assert fresh_fake.requests[-1].json == rendered.json()["data"]["body"]
+    bad = api(gw, "/render", {"promptId": prompt_id, "inputs": {"age": "old"}})
+    assert bad.status_code == 400 and bad.json()["error"] == "Variable 'age' is 'number' but got 'old'"
+    assert fresh_fake.requests[-1].json == rendered.json()["data"]["body"]
+
+
+def test_the_prompt_2025_paths(gw: Gateway) -> None:
+    prompt_id, first = make_prompt(gw, id="orders-" + uuid.uuid4().hex[:4], description="order help")
+    second = new_version(gw, prompt_id, {**TEMPLATE, "temperature": 0.7}, promptVersionId=first)
+    major = api(gw, "/update", {"promptId": prompt_id, "promptBody": TEMPLATE, "newMajorVersion": True,
+                                "commitMessage": "rewrite"}).json()["data"]
+    assert major["version"] == "2.0"
+    assert api(gw, "/query/production-version", {"promptId": prompt_id}).json()["data"]["id"] == first
+    moved = api(gw, "/update/environment", {"promptId": prompt_id, "promptVersionId": second, "environment": "production"})
+    assert moved.status_code == 200 and moved.json()["data"]["previous_version_id"] == first
+    assert api(gw, "/query/environment-version", {"promptId": prompt_id, "environment": "production"}
+               ).json()["data"]["version"] == "1.1"
+    back = api(gw, "/update/environment", {"promptId": prompt_id, "promptVersionId": "1.0", "environment": "production"})
+    assert back.json()["data"]["version_id"] == first       # a rollback, by number
+    shown = api(gw, f"/id/{prompt_id}", method="GET").json()["data"]
+    assert shown["environments"] == {"production": first} and shown["versions_count"] == 3
+    assert [(m["name"], m["to_version_id"]) for m in shown["environment_moves"]][:2] == [
+        ("production", first), ("production", second)]
+    found = api(gw, "/query", {"search": prompt_id[:7]}).json()["data"]
+    assert [p["id"] for p in found] == [prompt_id]
+    assert api(gw, "/query/versions", {"promptId": prompt_id, "majorVersion": 1}).json()["data"][0]["id"] == second
+    changed = api(gw, "/diff", {"promptId": prompt_id, "from": "1.0", "to": second}).json()["data"]
+    assert '-  "temperature": 0.3' in changed["diff"] and '+  "temperature": 0.7' in changed["diff"]
+    assert api(gw, f"/{prompt_id}/{second}", method="DELETE").status_code == 200
+    assert api(gw, "/query/version", {"promptVersionId": second}).status_code == 404
+    assert api(gw, f"/{prompt_id}", method="DELETE").status_code == 200
+    assert api(gw, f"/id/{prompt_id}", method="GET").status_code == 404
+    assert api(gw, "", {"name": "x", "promptBody": "nope"}).json()["error"].startswith("promptBody must be")
+
+
+def test_metrics_compare_versions_side_by_side(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, first = make_prompt(gw)
+    second = new_version(gw, prompt_id, {**TEMPLATE, "model": "gpt-4o"})
+    ids = []
+    for version, count in ((first, 2), (second, 1)):
+        for _ in range(count):
+            r = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                           json={"prompt_id": prompt_id, "version_id": version, "inputs": INPUTS})
+            ids.append(r.headers["helicone-id"])
+    for request_id in ids:
+        gw.record(request_id)
+    rows = {row["version_id"]: row for row in api(gw, "/query/metrics", {"promptId": prompt_id}).json()["data"]}
+    assert (rows[first]["requests"], rows[second]["requests"]) == (2, 1)
+    assert rows[second]["cost"] > 0 and rows[first]["avg_latency_ms"] > 0 and rows[first]["error_rate"] == 0
+
+
+def test_a_version_pushed_elsewhere_is_used_within_seconds(gw: Gateway, fresh_fake: FakeUpstream, tmp_path: Path) -> None:
+    prompt_id, first = make_prompt(gw)
+    call = {"prompt_id": prompt_id, "environment": "production", "inputs": INPUTS}
+    assert httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                      json=call).status_code == 200
+    from heliograph.storage import open_store   # another process's write: straight to the store
+    store = open_store(gw.db_url)
+    try:
+        second = store.save_version("default", prompt_id, {**TEMPLATE, "model": "gpt-4.1-mini"}, [], "h2",
+                                    environment="production")
+    finally:
+        store.close()
+    assert second is not None
+    deadline = time.monotonic() + 5
+    while fresh_fake.requests[-1].json["model"] != "gpt-4.1-mini":
+        assert time.monotonic() < deadline, "the new production version was not used within 5 s"
+        time.sleep(0.2)
+        httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"}, json=call)
