@@ -19,7 +19,7 @@ import pytest
 from heliograph.prompts.template import PromptError, compile_body, diff, fill, legacy_inputs, merge, variables
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, run_cli, start_gateway
 
 TEMPLATE = {"model": "gpt-4o-mini", "temperature": 0.3, "messages": [
     {"role": "system", "content": "You help {{hc:customer:string}} (age {{hc:age:number}}, vip {{hc:vip:boolean}})."},
@@ -321,3 +321,43 @@ def test_a_version_pushed_elsewhere_is_used_within_seconds(gw: Gateway, fresh_fa
         assert time.monotonic() < deadline, "the new production version was not used within 5 s"
         time.sleep(0.2)
         httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"}, json=call)
+
+
+def test_the_cli_pushes_files_from_a_repository_and_the_gateway_follows(
+        gw: Gateway, fresh_fake: FakeUpstream, tmp_path: Path) -> None:
+    prompt_id = "cli-" + uuid.uuid4().hex[:6]
+    source = tmp_path / "support.yaml"
+    source.write_text(f"id: {prompt_id}\nname: Support\ntags: [support]\nbody:\n  model: gpt-4o-mini\n"
+                      "  messages:\n    - role: system\n      content: 'Help {{hc:customer:string}} with order "
+                      "{{hc:order:number}}.'\n")
+    first = run_cli("prompts", "push", str(source), env=gw.env)
+    assert first.returncode == 0 and "Created version 1.0" in first.stdout, first.stderr
+    again = run_cli("prompts", "push", str(source), env=gw.env)
+    assert again.returncode == 0 and "no version created" in again.stdout
+    as_json = tmp_path / "support.json"
+    as_json.write_text(json.dumps({"id": prompt_id, "environment": "staging", "body": {
+        "model": "gpt-4o", "messages": [{"role": "system", "content": "Help {{hc:customer:string}} kindly."}]}}))
+    assert "Created version 1.1" in run_cli("prompts", "push", str(as_json), env=gw.env).stdout
+    listed = json.loads(run_cli("prompts", "list", "--json", env=gw.env).stdout)
+    assert next(p for p in listed if p["id"] == prompt_id)["versions_count"] == 2
+    shown = run_cli("prompts", "show", prompt_id, env=gw.env).stdout
+    assert "[staging]" in shown and "[production]" in shown
+    changed = run_cli("prompts", "diff", prompt_id, "1.0", "1.1", env=gw.env).stdout
+    assert '-  "model": "gpt-4o-mini"' in changed and '+  "model": "gpt-4o"' in changed
+    rendered = run_cli("prompts", "render", prompt_id, "--version", "1.0", "--input", "customer=Ada",
+                       "--input", "order=42", env=gw.env)
+    assert json.loads(rendered.stdout)["messages"][0]["content"] == "Help Ada with order 42."
+    wrong = run_cli("prompts", "render", prompt_id, "--version", "1.0", "--input", "order=soon", env=gw.env)
+    assert wrong.returncode != 0 and "Variable 'order' is 'number' but got 'soon'" in wrong.stderr
+    call = {"prompt_id": prompt_id, "inputs": {"customer": "Ada", "order": 42}}
+    r = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"}, json=call)
+    assert r.status_code == 200 and fresh_fake.requests[-1].json["model"] == "gpt-4o-mini"
+    promoted = run_cli("prompts", "promote", prompt_id, "1.1", "production", env=gw.env)
+    assert promoted.returncode == 0 and "now version 1.1" in promoted.stdout
+    deadline = time.monotonic() + 5
+    while fresh_fake.requests[-1].json["model"] != "gpt-4o":
+        assert time.monotonic() < deadline, "the promoted version was not used within 5 s"
+        time.sleep(0.2)
+        httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"}, json=call)
+    unknown = run_cli("prompts", "promote", prompt_id, "7.0", "production", env=gw.env)
+    assert unknown.returncode != 0 and "has no version '7.0'" in unknown.stderr
