@@ -361,3 +361,35 @@ def test_the_cli_pushes_files_from_a_repository_and_the_gateway_follows(
         httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"}, json=call)
     unknown = run_cli("prompts", "promote", prompt_id, "7.0", "production", env=gw.env)
     assert unknown.returncode != 0 and "has no version '7.0'" in unknown.stderr
+
+
+def test_two_processes_on_one_postgres_auto_version_each_template_once(
+        fake: FakeUpstream, fresh_postgres: Any, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    url = fresh_postgres()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = start_gateway(tmp_path / "a", fake.url, extra_env={"HELIOGRAPH_DB_URL": url})
+    second = start_gateway(tmp_path / "b", fake.url, extra_env={"HELIOGRAPH_DB_URL": url}, reuse_key=first.key)
+    try:
+        prompt_id = "race-" + uuid.uuid4().hex[:6]
+        templates = ["Summarise {{text}}", "Summarise {{text}} briefly"]
+
+        def call(n: int) -> str:
+            gateway = (first, second)[n % 2]
+            r = httpx.post(gateway.url + "/openai/v1/chat/completions", timeout=30,
+                           headers={**gateway.auth, "Authorization": "Bearer k", "Helicone-Prompt-Id": prompt_id,
+                                    "Helicone-Prompt-Variables": json.dumps({"text": f"doc {n}"})},
+                           json={"model": "gpt-4o-mini",
+                                 "messages": [{"role": "user", "content": templates[(n // 2) % 2]}]})
+            assert r.status_code == 200, r.text
+            return r.headers["helicone-id"]
+
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(call, range(32)))
+        versions = api(first, "/query/versions", {"promptId": prompt_id}).json()["data"]
+        assert sorted(v["prompt_body"]["messages"][0]["content"] for v in versions) == sorted(templates)
+        assert {first.record(i)["prompt_version"] for i in ids} == {v["id"] for v in versions}
+    finally:
+        second.stop()
+        first.stop()
