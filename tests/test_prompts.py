@@ -393,3 +393,55 @@ def test_two_processes_on_one_postgres_auto_version_each_template_once(
     finally:
         second.stop()
         first.stop()
+
+
+def test_dashboard_lists_prompts_compares_versions_and_promotes_with_csrf(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    from .test_dashboard_pages import csrf_of, login, new_key
+    prompt_id, first = make_prompt(gw, name="Dashboard <b>prompt</b>")
+    second = new_version(gw, prompt_id, {**TEMPLATE, "model": "gpt-4o"}, commitMessage="bigger model")
+    ids = []
+    for version, count in ((first, 2), (second, 1)):
+        for _ in range(count):
+            r = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                           json={"prompt_id": prompt_id, "version_id": version, "inputs": INPUTS})
+            ids.append(r.headers["helicone-id"])
+    for request_id in ids:
+        gw.record(request_id)
+    admin = login(gw, gw.key)
+    try:
+        listed = admin.get("/prompts")
+        assert listed.status_code == 200 and f'data-prompt-id="{prompt_id}"' in listed.text
+        assert "Dashboard &lt;b&gt;prompt&lt;/b&gt;" in listed.text and "production 1.0" in listed.text
+        page = admin.get(f"/prompts/{prompt_id}")
+        assert page.status_code == 200
+        assert f'<tr data-version-id="{second}"' in page.text and f'<tr data-version-id="{first}"' in page.text
+        assert f'/requests?prompt={prompt_id}&version={first}" data-requests-link>2</a>' in page.text
+        assert f'/requests?prompt={prompt_id}&version={second}" data-requests-link>1</a>' in page.text
+        assert "<ins>+  &#34;model&#34;: &#34;gpt-4o&#34;,</ins>" in page.text or "<ins>+  &#34;model&#34;: &#34;gpt-4o&#34;</ins>" in page.text
+        played = admin.get(f"/prompts/{prompt_id}", params={"version": first, "render": "1", "in.customer": "Ada",
+                                                           "in.age": "36", "in.vip": "true", "in.question": "Hi?"})
+        assert "You help Ada (age 36, vip true)." in played.text
+        bad = admin.get(f"/prompts/{prompt_id}", params={"version": first, "render": "1", "in.age": "old"})
+        assert "Variable &#39;age&#39; is &#39;number&#39; but got &#39;old&#39;" in bad.text
+        filtered = admin.get("/requests", params={"prompt": prompt_id, "version": second})
+        assert filtered.text.count("data-request-id=") == 1 and ids[2] in filtered.text
+        detail = admin.get(f"/requests/{ids[0]}")
+        assert f'href="/prompts/{prompt_id}?version={first}" data-prompt-link' in detail.text
+        refused = admin.post(f"/prompts/{prompt_id}/environment", data={"environment": "production", "version": second})
+        assert refused.status_code == 403
+        moved = admin.post(f"/prompts/{prompt_id}/environment", follow_redirects=False,
+                           data={"environment": "production", "version": second, "csrf": csrf_of(page.text)})
+        assert moved.status_code == 303
+        assert api(gw, "/query/production-version", {"promptId": prompt_id}).json()["data"]["id"] == second
+    finally:
+        admin.close()
+    reader = login(gw, new_key(gw, "read"))
+    try:
+        page = reader.get(f"/prompts/{prompt_id}")
+        assert page.status_code == 200 and "data-promote" not in page.text
+        assert reader.post(f"/prompts/{prompt_id}/environment",
+                           data={"environment": "production", "version": first, "csrf": csrf_of(page.text)}
+                           ).status_code == 403
+    finally:
+        reader.close()
+    assert api(gw, "/query/production-version", {"promptId": prompt_id}).json()["data"]["id"] == second

@@ -243,11 +243,15 @@ class PromptStore(QueryMixin):
         if tags:
             prompts = [p for p in prompts if set(tags) & set(p["tags"])]
         environments: dict[str, dict[str, str]] = {}
-        for row in self._rows(self._q("SELECT prompt_id, name, version_id FROM prompt_environments WHERE project_id = ? "
-                                      "ORDER BY name"), (project,)):
+        numbers: dict[str, dict[str, str]] = {}
+        for row in self._rows(self._q(
+                "SELECT e.prompt_id, e.name, e.version_id, v.major, v.minor FROM prompt_environments e "
+                "JOIN prompt_versions v ON v.id = e.version_id WHERE e.project_id = ? ORDER BY e.name"), (project,)):
             environments.setdefault(row["prompt_id"], {})[row["name"]] = row["version_id"]
+            numbers.setdefault(row["prompt_id"], {})[row["name"]] = f"{row['major']}.{row['minor']}"
         for prompt in prompts:
             prompt["environments"] = environments.get(prompt["id"], {})
+            prompt["environment_versions"] = numbers.get(prompt["id"], {})     # name → "major.minor"
         return prompts
 
     def list_versions(self, project: str, prompt_id: str, *, with_bodies: bool = False) -> list[dict[str, Any]]:
@@ -279,6 +283,15 @@ class PromptStore(QueryMixin):
                                   [part for key in chunk for part in key]):
                 found[(row["project_id"], row["id"])] = int(row["updated_at"])
         return found
+
+    def prompt_usage(self, project: str, *, start: int = 0) -> dict[str, dict[str, Any]]:
+        """Prompt id → {"requests", "cost", "unpriced"} of the calls recorded since `start`."""
+        rows = self._rows(self._q(
+            "SELECT prompt_id, count(*) AS requests, SUM(cost) AS cost, "
+            "SUM(CASE WHEN pricing_status = 'unpriced' THEN 1 ELSE 0 END) AS unpriced FROM requests "
+            "WHERE project_id = ? AND prompt_id IS NOT NULL AND created_at >= ? GROUP BY prompt_id"), (project, start))
+        return {row["prompt_id"]: {"requests": int(row["requests"]), "cost": float(row["cost"] or 0.0),
+                                   "unpriced": int(row["unpriced"] or 0)} for row in rows}
 
     def prompt_version_metrics(self, project: str, prompt_id: str, *, start: int = 0,
                                end: int | None = None) -> list[dict[str, Any]]:
