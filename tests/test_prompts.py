@@ -445,3 +445,24 @@ def test_dashboard_lists_prompts_compares_versions_and_promotes_with_csrf(gw: Ga
     finally:
         reader.close()
     assert api(gw, "/query/production-version", {"promptId": prompt_id}).json()["data"]["id"] == second
+
+
+def test_the_header_form_renders_a_registry_prompt_by_environment_or_version(
+        gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    prompt_id, first = make_prompt(gw)
+    second = new_version(gw, prompt_id, {**TEMPLATE, "model": "gpt-4o"}, environment="staging")
+    variables = json.dumps(INPUTS)
+    for headers, version in (({}, first), ({"Helicone-Prompt-Environment": "staging"}, second),
+                             ({"Helicone-Prompt-Version": second}, second), ({"Helicone-Prompt-Version": "1.0"}, first),
+                             ({"Helicone-Prompt-Environment": "staging", "Helicone-Prompt-Version": "1.0"}, second)):
+        raw = client(gw, **{"Helicone-Prompt-Id": prompt_id, "Helicone-Prompt-Variables": variables, **headers}
+                     ).chat.completions.with_raw_response.create(
+            model="ignored-by-nothing", messages=[{"role": "user", "content": "Thanks!"}])
+        sent = fresh_fake.requests[-1].json
+        # The request's own model overrides the template's; the version's messages come first.
+        assert sent["model"] == "ignored-by-nothing" and sent["temperature"] == 0.3
+        assert [m["content"] for m in sent["messages"]][1:] == ["Where is order 7?", "Thanks!"]
+        assert gw.record(raw.headers["helicone-id"])["prompt_version"] == version, headers
+    with pytest.raises(openai.BadRequestError, match="has no version '4.2'"):
+        client(gw, **{"Helicone-Prompt-Id": prompt_id, "Helicone-Prompt-Version": "4.2"}).chat.completions.create(
+            model="gpt-4o-mini", messages=[])
