@@ -5,6 +5,7 @@ reach the provider, streaming and caching of rendered prompts, the API, and fres
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,7 +88,9 @@ def test_diff_shows_only_what_changed() -> None:
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_gateway(tmp_path_factory.mktemp("prompts"), fake.url)
+    # A provider key held by the gateway: used only by calls without a credential (the playground's Run).
+    gateway = start_gateway(tmp_path_factory.mktemp("prompts"), fake.url,
+                            extra_env={"HELIOGRAPH_PROVIDER_KEY_OPENAI": "sk-held-by-gateway"})
     yield gateway
     gateway.stop()
 
@@ -97,9 +100,22 @@ def api(gateway: Gateway, path: str, body: Any = None, method: str = "POST", key
                          headers={"Authorization": f"Bearer {key or gateway.key}"})
 
 
+_open: list[openai.OpenAI | anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """SDK clients hold connection pools: closed after each test (an unclosed socket is a warning, so an error)."""
+    yield
+    while _open:
+        _open.pop().close()
+
+
 def client(gateway: Gateway, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key="sk-provider", max_retries=0,
+    made = openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key="sk-provider", max_retries=0,
                          default_headers={**gateway.auth, **headers})
+    _open.append(made)
+    return made
 
 
 def make_prompt(gateway: Gateway, body: dict[str, Any] | None = None, **extra: Any) -> tuple[str, str]:
@@ -183,6 +199,7 @@ def test_anthropic_routes_answer_bad_prompts_in_anthropics_shape(gw: Gateway, fr
                                     "messages": [{"role": "user", "content": "Count to {{hc:n:number}}"}]})
     claude = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="sk-ant", max_retries=0,
                                  default_headers={**gw.auth, "Helicone-Prompt-Id": prompt_id})
+    _open.append(claude)
     with pytest.raises(anthropic.BadRequestError) as caught:
         claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=50, messages=[],
                                extra_headers={"Helicone-Prompt-Variables": json.dumps({"n": "ten"})})
@@ -423,6 +440,23 @@ def test_dashboard_lists_prompts_compares_versions_and_promotes_with_csrf(gw: Ga
         assert "You help Ada (age 36, vip true)." in played.text
         bad = admin.get(f"/prompts/{prompt_id}", params={"version": first, "render": "1", "in.age": "old"})
         assert "Variable &#39;age&#39; is &#39;number&#39; but got &#39;old&#39;" in bad.text
+        assert 'data-run' in played.text
+        calls = len(fresh_fake.requests)
+        ran = admin.post(f"/prompts/{prompt_id}/run", data={
+            "csrf": csrf_of(page.text), "version": first, "in.customer": "Ada", "in.age": "36", "in.vip": "true",
+            "in.question": "Hi?"})
+        assert ran.status_code == 200 and "data-run-answer" in ran.text
+        assert len(fresh_fake.requests) == calls + 1
+        upstream = fresh_fake.requests[-1]
+        assert upstream.headers["authorization"] == "Bearer sk-held-by-gateway"
+        assert upstream.json["messages"][0]["content"] == "You help Ada (age 36, vip true)."
+        run_id = re.search(r'href="/requests/([^"]+)" data-run-request', ran.text)
+        assert run_id is not None
+        ran_record = gw.record(run_id.group(1))
+        assert ran_record["prompt_version"] == first and ran_record["key_id"]      # recorded as the logged-in key
+        assert ran_record["prompt_inputs"] == {"customer": "Ada", "age": 36, "vip": True, "question": "Hi?"}
+        assert admin.post(f"/prompts/{prompt_id}/run", data={"version": first}).status_code == 403   # no CSRF
+        ids.append(run_id.group(1))
         filtered = admin.get("/requests", params={"prompt": prompt_id, "version": second})
         assert filtered.text.count("data-request-id=") == 1 and ids[2] in filtered.text
         detail = admin.get(f"/requests/{ids[0]}")

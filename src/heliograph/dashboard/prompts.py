@@ -8,6 +8,10 @@
                                                   and the environments with every move
     POST /prompts/{id}/environment                admin: point an environment at a version (promote,
                                                   roll back), as POST …/update/environment
+    POST /prompts/{id}/run                        the playground's Run: the version called through the
+                                                  gateway (in process, as the logged-in key, with the
+                                                  provider key the gateway holds for the project), recorded
+                                                  like any call
 
 The requests of one version are the requests page filtered by `prompt` and `version`.
 """
@@ -47,13 +51,14 @@ async def prompts_page(request: Request, ctx: Ctx) -> Response:
                   ranges=list(RANGES))
 
 
-async def _prompt_page(request: Request, ctx: Ctx, *, error: str = "", status_code: int = 200) -> Response:
+async def _prompt_page(request: Request, ctx: Ctx, *, error: str = "", status_code: int = 200,
+                       run: dict[str, Any] | None = None, form: Any = None) -> Response:
     prompt_id: str = request.path_params["prompt_id"]
     prompt = None if "\x00" in prompt_id else await ctx.call(ctx.store.get_prompt, ctx.project, prompt_id)
     if prompt is None:
         return not_found(request, ctx, "prompt", prompt_id)
     span, start = _start(request)
-    params = request.query_params
+    params = form if form is not None else request.query_params
     versions = await ctx.call(ctx.store.list_versions, ctx.project, prompt_id, with_bodies=True)
     by_id = {v["id"]: v for v in versions}
     metrics = {row["version_id"]: row for row in await ctx.call(manage.metrics, ctx.store, ctx.project, prompt_id,
@@ -78,7 +83,8 @@ async def _prompt_page(request: Request, ctx: Ctx, *, error: str = "", status_co
     playground = await _playground(ctx, prompt_id, selected, params)
     return render(request, ctx, "prompt.html", status_code, prompt=prompt, versions=versions, metrics=metrics,
                   moves=moves, numbers=numbers, selected=selected, compared=compared, playground=playground,
-                  error=error, span=span, ranges=list(RANGES), best=_best(metrics))
+                  error=error, span=span, ranges=list(RANGES), best=_best(metrics), run=run,
+                  can_run=ctx.dashboard.gateway_call is not None)
 
 
 async def _playground(ctx: Ctx, prompt_id: str, selected: dict[str, Any] | None, params: Any) -> dict[str, Any]:
@@ -86,16 +92,7 @@ async def _playground(ctx: Ctx, prompt_id: str, selected: dict[str, Any] | None,
     gateway would send for a call with `prompt_id` and these `inputs`."""
     if selected is None:
         return {}
-    inputs: dict[str, Any] = {}
-    for variable in selected["variables"]:
-        raw = params.get("in." + variable["name"])
-        if raw is None or raw == "":
-            continue
-        try:
-            inputs[variable["name"]] = orjson.loads(raw) if variable["type"] in ("number", "boolean", "object",
-                                                                                  "array") else raw
-        except orjson.JSONDecodeError:
-            inputs[variable["name"]] = raw
+    inputs = _inputs(selected["variables"], params)
     shown: dict[str, Any] = {"inputs": {k: params.get("in." + k, "") for k in (v["name"] for v in selected["variables"])}}
     if not inputs and not params.get("render"):
         return shown
@@ -105,6 +102,59 @@ async def _playground(ctx: Ctx, prompt_id: str, selected: dict[str, Any] | None,
         return {**shown, "error": str(exc)}
     call = {"prompt_id": prompt_id, "version_id": selected["id"], "inputs": inputs}
     return {**shown, "body": body, "call": call}
+
+
+def _inputs(declared: list[dict[str, str]], params: Any) -> dict[str, Any]:
+    """The playground's inputs (fields `in.<name>`): numbers, booleans, objects and arrays read as JSON."""
+    inputs: dict[str, Any] = {}
+    for variable in declared:
+        raw = params.get("in." + variable["name"])
+        if not isinstance(raw, str) or raw == "":
+            continue
+        try:
+            inputs[variable["name"]] = orjson.loads(raw) if variable["type"] in ("number", "boolean", "object",
+                                                                                  "array") else raw
+        except orjson.JSONDecodeError:
+            inputs[variable["name"]] = raw
+    return inputs
+
+
+def _answer_text(body: bytes) -> str:
+    """The answer's text (OpenAI chat or Anthropic messages), else the body as text."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")[:4000]
+    if isinstance(answer, dict):
+        choices = answer.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            return str((choices[0].get("message") or {}).get("content") or "")
+        content = answer.get("content")
+        if isinstance(content, list):
+            return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        if isinstance(answer.get("error"), dict):
+            return str(answer["error"].get("message", ""))
+    return body.decode("utf-8", "replace")[:4000]
+
+
+@view("read")
+async def run_version(request: Request, ctx: Ctx) -> Response:
+    prompt_id: str = request.path_params["prompt_id"]
+    form = await request.form()
+    version_id = str(form.get("version") or "")
+    version = await ctx.call(ctx.store.get_version, ctx.project, version_id)
+    if version is None or version["prompt_id"] != prompt_id:
+        return not_found(request, ctx, "prompt version", version_id)
+    if ctx.dashboard.gateway_call is None:
+        return await _prompt_page(request, ctx, error="This dashboard runs without a gateway.", status_code=503,
+                                  form=form)
+    call = orjson.dumps({"prompt_id": prompt_id, "version_id": version_id,
+                         "inputs": _inputs(version["variables"], form)})
+    model = str(version["body"].get("model") or "")
+    path = "/anthropic/v1/messages" if model.startswith("claude") else "/openai/v1/chat/completions"
+    status, headers, answer = await ctx.dashboard.gateway_call(ctx.key, path, call)
+    return await _prompt_page(request, ctx, form=form, run={
+        "status": status, "request_id": headers.get("helicone-id"), "text": _answer_text(answer)})
 
 
 def _best(metrics: dict[Any, dict[str, Any]]) -> dict[str, Any]:
@@ -141,5 +191,6 @@ def routes(dashboard: Dashboard) -> list[BaseRoute]:
     return [
         Route("/prompts", prompts_page),
         Route("/prompts/{prompt_id}/environment", move_environment, methods=["POST"]),
+        Route("/prompts/{prompt_id}/run", run_version, methods=["POST"]),
         Route("/prompts/{prompt_id}", prompt_page),
     ]

@@ -44,6 +44,9 @@ USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
 NO_KEYS: Mapping[str, str] = {}
 # allow_unauthenticated on loopback: calls without Helicone-Auth go to the default project.
 ANONYMOUS = KeyInfo("", DEFAULT_PROJECT, "proxy")
+# An in-process call (the dashboard's prompt playground, app.py) carries its key here; servers never
+# put this in a scope, so a client cannot.
+KEY_IN_SCOPE = "heliograph.key"
 # Refusals named in X-Helicone-Error, as Helicone names them.
 SIGNALLED_ERRORS = frozenset({"rate_limited", "budget_exceeded"})
 
@@ -135,8 +138,11 @@ class Proxy:
         call.forward, call.helicone, call.path = _split_headers(scope["headers"], scope["path"])
         call.family = _family_hint(call.path)
         key = ANONYMOUS
+        given = scope.get(KEY_IN_SCOPE)
         try:
-            if self.require_auth or "helicone-auth" in call.helicone:
+            if isinstance(given, KeyInfo):      # an in-process call made for a logged-in dashboard user
+                key = given
+            elif self.require_auth or "helicone-auth" in call.helicone:
                 key = await self.keys.authenticate(call.helicone.get("helicone-auth"))
         except GatewayError as exc:
             call.request_id = new_request_id()  # for the client's logs; nothing is recorded
