@@ -390,23 +390,35 @@ def test_two_processes_on_one_postgres_auto_version_each_template_once(
     second = start_gateway(tmp_path / "b", fake.url, extra_env={"HELIOGRAPH_DB_URL": url}, reuse_key=first.key)
     try:
         prompt_id = "race-" + uuid.uuid4().hex[:6]
-        templates = ["Summarise {{text}}", "Summarise {{text}} briefly"]
+        templates = [f"Summarise {{{{text}}}} in {n} words" for n in range(6)]
+        for gateway in (first, second):     # connections and keys warm, so the calls below start together
+            assert httpx.post(gateway.url + "/openai/v1/chat/completions", headers={**gateway.auth,
+                              "Authorization": "Bearer k"}, json={"model": "m", "messages": [{"role": "user",
+                              "content": "warm"}]}).status_code == 200
+        rounds = [[(n, (first, second)[n % 2], template) for n in range(4)] for template in templates]
 
-        def call(n: int) -> str:
-            gateway = (first, second)[n % 2]
-            r = httpx.post(gateway.url + "/openai/v1/chat/completions", timeout=30,
-                           headers={**gateway.auth, "Authorization": "Bearer k", "Helicone-Prompt-Id": prompt_id,
-                                    "Helicone-Prompt-Variables": json.dumps({"text": f"doc {n}"})},
-                           json={"model": "gpt-4o-mini",
-                                 "messages": [{"role": "user", "content": templates[(n // 2) % 2]}]})
+        def call(job: tuple[int, Gateway, str], barrier: Any) -> str:
+            n, gateway, template = job
+            with httpx.Client(timeout=30) as http:
+                barrier.wait()
+                r = http.post(gateway.url + "/openai/v1/chat/completions",
+                              headers={**gateway.auth, "Authorization": "Bearer k", "Helicone-Prompt-Id": prompt_id,
+                                       "Helicone-Prompt-Variables": json.dumps({"text": f"doc {n}"})},
+                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": template}]})
             assert r.status_code == 200, r.text
             return r.headers["helicone-id"]
 
-        with ThreadPoolExecutor(16) as pool:
-            ids = list(pool.map(call, range(32)))
+        import threading
+        ids = []
+        with ThreadPoolExecutor(4) as pool:
+            for jobs in rounds:     # each template sent 4 times at once, 2 through each process
+                barrier = threading.Barrier(len(jobs))
+                ids += list(pool.map(call, jobs, [barrier] * len(jobs)))
         versions = api(first, "/query/versions", {"promptId": prompt_id}).json()["data"]
         assert sorted(v["prompt_body"]["messages"][0]["content"] for v in versions) == sorted(templates)
-        assert {first.record(i)["prompt_version"] for i in ids} == {v["id"] for v in versions}
+        assert sorted(v["version"] for v in versions) == [f"1.{n}" for n in range(6)]
+        recorded = [first.record(i)["prompt_version"] for i in ids]
+        assert None not in recorded and set(recorded) == {v["id"] for v in versions}
     finally:
         second.stop()
         first.stop()
