@@ -512,3 +512,45 @@ def test_the_header_form_renders_a_registry_prompt_by_environment_or_version(
     with pytest.raises(openai.BadRequestError, match="has no version '4.2'"):
         client(gw, **{"Helicone-Prompt-Id": prompt_id, "Helicone-Prompt-Version": "4.2"}).chat.completions.create(
             model="gpt-4o-mini", messages=[])
+
+
+def test_a_person_compares_versions_renders_and_promotes_in_a_browser(gw: Gateway, fresh_fake: FakeUpstream,
+                                                                       tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from .test_dashboard_browser import SHOTS, chromium_path
+    executable = chromium_path()
+    prompt_id, first = make_prompt(gw, name="Browser prompt")
+    second = new_version(gw, prompt_id, {**TEMPLATE, "temperature": 0.9}, commitMessage="warmer")
+    for version in (first, second, second):
+        httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                   json={"prompt_id": prompt_id, "version_id": version, "inputs": INPUTS})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(gw.url + "/login")
+            page.fill("input[name=key]", gw.key)
+            page.click("button[type=submit]")
+            page.goto(gw.url + "/prompts")
+            page.locator(f'tr[data-prompt-id="{prompt_id}"] a').first.click()
+            expect(page).to_have_url(f"{gw.url}/prompts/{prompt_id}")
+            expect(page.locator(f'tr[data-version-id="{second}"] [data-requests-link]')).to_have_text("2")
+            expect(page.locator("pre[data-diff] ins")).to_contain_text('"temperature": 0.9')
+            assert page.locator("pre[data-diff]").inner_text().count("\n") >= 6      # one line per diff line
+            page.fill("input[name='in.customer']", "Grace")
+            page.fill("input[name='in.age']", "85")
+            page.click("form[data-playground] button[type=submit]")
+            expect(page.locator("pre[data-rendered-body]")).to_contain_text("You help Grace (age 85")
+            page.screenshot(path=str(SHOTS / "11-prompt.png"), full_page=True)
+            page.select_option("#e-version", second)
+            page.click("form[data-promote] button[type=submit]")
+            expect(page.locator('tr[data-environment="production"]')).to_contain_text("1.1")
+            assert not [e for e in errors if "Content Security Policy" in e], errors
+        finally:
+            browser.close()
+    assert api(gw, "/query/production-version", {"promptId": prompt_id}).json()["data"]["id"] == second
