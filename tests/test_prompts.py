@@ -318,6 +318,13 @@ def test_metrics_compare_versions_side_by_side(gw: Gateway, fresh_fake: FakeUpst
     rows = {row["version_id"]: row for row in api(gw, "/query/metrics", {"promptId": prompt_id}).json()["data"]}
     assert (rows[first]["requests"], rows[second]["requests"]) == (2, 1)
     assert rows[second]["cost"] > 0 and rows[first]["avg_latency_ms"] > 0 and rows[first]["error_rate"] == 0
+    # The same comparison from the analytics API, with any filter: grouped by prompt version.
+    grouped = httpx.post(gw.url + "/api/v1/analytics/query", headers={"Authorization": f"Bearer {gw.key}"}, json={
+        "filter": {"request_response_rmt": {"prompt_id": {"equals": prompt_id}}}, "bucket": None,
+        "groupBy": "prompt_version"})
+    assert grouped.status_code == 200, grouped.text
+    groups = {g["group"]: g for g in grouped.json()["data"]["groups"]}
+    assert (groups[first]["requests"], groups[second]["requests"]) == (2, 1)
 
 
 def test_a_version_pushed_elsewhere_is_used_within_seconds(gw: Gateway, fresh_fake: FakeUpstream, tmp_path: Path) -> None:
