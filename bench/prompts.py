@@ -71,7 +71,7 @@ async def stage(n: int) -> dict[str, float]:
     rendered_us = (time.perf_counter() - started) / n * 1e6
     started = time.perf_counter()
     for _ in range(n):
-        wanted({}, plain)
+        wanted({}, plain, "/openai/v1/chat/completions")
     plain_us = (time.perf_counter() - started) / n * 1e6
     return {"render_us": round(rendered_us, 2), "plain_check_us": round(plain_us, 3), "store_reads": registry.loads}
 

@@ -169,7 +169,7 @@ class Proxy:
             raise BadRequest(problem + ".")
         call.retry = forward_.parse_retry(helicone)
         body = record.request_body = await _read_body(call.receive, self.body_timeout, self.max_body)
-        if self.prompts is not None and prompts.wanted(helicone, body):
+        if self.prompts is not None and prompts.wanted(helicone, body, call.path):
             body = await self._render_prompt(call, self.prompts, body)
         upstream_url = route.upstream_url if route else call.path + call.query
         call.body, call.strip_usage = _inject_stream_usage(upstream_url, body, helicone)
