@@ -21,6 +21,7 @@ from heliograph.prompts.template import PromptError, compile_body, diff, fill, l
 from heliograph.testing import FakeUpstream
 
 from .conftest import Gateway, run_cli, start_gateway
+from .test_store_contract import T0, make_row
 
 TEMPLATE = {"model": "gpt-4o-mini", "temperature": 0.3, "messages": [
     {"role": "system", "content": "You help {{hc:customer:string}} (age {{hc:age:number}}, vip {{hc:vip:boolean}})."},
@@ -561,3 +562,73 @@ def test_a_person_compares_versions_renders_and_promotes_in_a_browser(gw: Gatewa
         finally:
             browser.close()
     assert api(gw, "/query/production-version", {"promptId": prompt_id}).json()["data"]["id"] == second
+
+
+# -- the store, both backends ---------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def book(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    from heliograph.storage import open_store
+    url = (f"sqlite:///{tmp_path / 'prompts.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("fresh_postgres")())
+    opened = open_store(url)
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+def save(s: Any, project: str, prompt_id: str, body: dict[str, Any], **options: Any) -> tuple[dict[str, Any], bool]:
+    from heliograph.prompts.template import body_hash
+    saved = s.save_version(project, prompt_id, body, variables(body), body_hash(body), **options)
+    assert saved is not None
+    return saved  # type: ignore[no-any-return]
+
+
+def test_the_store_keeps_versions_environments_and_their_moves_per_project(book: Any) -> None:
+    assert book.save_version("default", "p", TEMPLATE, [], "h") is None        # no such prompt
+    first, made = save(book, "default", "p", TEMPLATE, create={"name": "P", "tags": ["t"]})
+    assert made and (first["major"], first["minor"]) == (1, 0)
+    stamp = book.prompt_stamps([("default", "p")])[("default", "p")]
+    assert save(book, "default", "p", TEMPLATE, reuse="latest") == (first, False)     # unchanged: no version
+    assert book.prompt_stamps([("default", "p")])[("default", "p")] == stamp
+    second, _ = save(book, "default", "p", {**TEMPLATE, "n": 2}, environment="staging")
+    third, _ = save(book, "default", "p", TEMPLATE, new_major=True)
+    assert [(v["major"], v["minor"]) for v in (second, third)] == [(1, 1), (2, 0)]
+    assert save(book, "default", "p", TEMPLATE, reuse="any")[0]["id"] == first["id"]   # seen before: that one
+    assert book.get_prompt("default", "p")["environments"] == {"production": first["id"], "staging": second["id"]}
+    assert book.set_environment("default", "p", "production", third["id"], key_id="key_1") == first["id"]
+    assert book.set_environment("default", "p", "production", "pv_nope") is False
+    assert [(m["name"], m["from_version_id"], m["to_version_id"]) for m in book.environment_moves("default", "p")][0] == (
+        "production", first["id"], third["id"])
+    assert book.prompt_stamps([("default", "p")])[("default", "p")] > stamp
+    assert book.delete_version("default", "p", second["id"])
+    assert book.get_prompt("default", "p")["environments"] == {"production": third["id"]}
+    # another project sees nothing, and may use the same prompt id for its own
+    assert book.get_prompt("other", "p") is None and book.get_version("other", first["id"]) is None
+    assert book.list_prompts("other") == [] and not book.delete_prompt("other", "p")
+    assert not book.delete_version("other", "p", first["id"])
+    theirs, _ = save(book, "other", "p", TEMPLATE, create={"name": "Theirs"})
+    assert theirs["id"] != first["id"] and book.get_prompt("default", "p")["name"] == "P"
+    assert book.delete_prompt("default", "p") and book.get_prompt("default", "p") is None
+    assert book.get_prompt("other", "p") is not None
+
+
+def test_metrics_by_version_and_inputs_leave_with_the_bodies(book: Any) -> None:
+    day = 86_400_000
+    rows = [make_row(f"r{n}", created_at=T0 + n, prompt_id="p", prompt_version="pv_a" if n < 3 else "pv_b",
+                     status=500 if n == 4 else 200, latency_ms=100.0 * (n + 1), cost=0.001,
+                     prompt_inputs=json.dumps({"n": n})) for n in range(5)]
+    book.insert_requests(rows)
+    book.set_scores("r0", {"accuracy": 80}, project="default")
+    book.set_scores("r1", {"accuracy": 60}, project="default")
+    found = {m["version_id"]: m for m in book.prompt_version_metrics("default", "p", start=T0 - 1, end=T0 + day)}
+    assert (found["pv_a"]["requests"], found["pv_b"]["requests"]) == (3, 2)
+    assert found["pv_b"]["errors"] == 1 and found["pv_b"]["error_rate"] == 50.0
+    assert found["pv_a"]["avg_latency_ms"] == 200.0 and found["pv_a"]["p50_latency_ms"] == 200.0
+    assert found["pv_a"]["scores"] == {"accuracy": 70.0} and found["pv_b"]["scores"] == {}
+    assert book.prompt_version_metrics("other", "p", start=0) == []
+    assert book.prompt_usage("default", start=0)["p"]["requests"] == 5
+    assert book.get_request("r0", project="default")["prompt_inputs"] == '{"n": 0}'
+    book.prune(body_days=1, metrics_days=0, now_ms=T0 + 2 * day)
+    assert book.get_request("r0", project="default")["prompt_inputs"] is None
+    assert book.prompt_version_metrics("default", "p", start=0)[0]["requests"] in (2, 3)    # metrics stay

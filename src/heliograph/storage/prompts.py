@@ -164,10 +164,15 @@ class PromptStore(QueryMixin):
                            "SET version_id = excluded.version_id, updated_at = excluded.updated_at, "
                            "updated_by = excluded.updated_by"),
                    (project, prompt_id, environment, version_id, now, key_id))
+        # Strictly after the prompt's last move (the prompt row is locked), so the trail has one order
+        # even for moves within a millisecond.
+        last = tx.execute(self._q("SELECT max(moved_at) AS at FROM prompt_environment_moves WHERE project_id = ? "
+                                  "AND prompt_id = ?"), (project, prompt_id)).fetchone()
+        moved_at = max(now, int(last["at"]) + 1) if last is not None and last["at"] is not None else now
         tx.execute(self._q("INSERT INTO prompt_environment_moves (id, project_id, prompt_id, name, from_version_id, "
                            "to_version_id, moved_by, moved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                    ("pem_" + secrets.token_hex(8), project, prompt_id, environment,
-                    None if before is None else before["version_id"], version_id, key_id, now))
+                    None if before is None else before["version_id"], version_id, key_id, moved_at))
         return True
 
     def _touch(self, tx: Executor, project: str, prompt_id: str, before: int, now: int) -> None:
