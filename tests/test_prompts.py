@@ -632,3 +632,29 @@ def test_metrics_by_version_and_inputs_leave_with_the_bodies(book: Any) -> None:
     book.prune(body_days=1, metrics_days=0, now_ms=T0 + 2 * day)
     assert book.get_request("r0", project="default")["prompt_inputs"] is None
     assert book.prompt_version_metrics("default", "p", start=0)[0]["requests"] in (2, 3)    # metrics stay
+
+
+def test_partials_insert_another_prompts_message_before_variables(gw: Gateway, fresh_fake: FakeUpstream) -> None:
+    style, _ = make_prompt(gw, {"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "Always answer in {{hc:language:string}}."}]})
+    staged = new_version(gw, style, {"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "Answer in {{hc:language:string}}, politely."}]}, environment="staging")
+    assert staged
+    uses, _ = make_prompt(gw, {"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": f"{{{{hcp:{style}:0}}}} Be brief. ({{{{hcp:{style}:0:staging}}}})"}]})
+    call = {"prompt_id": uses, "inputs": {"language": "French"},
+            "messages": [{"role": "user", "content": "Bonjour"}]}
+    r = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"}, json=call)
+    assert r.status_code == 200, r.text
+    sent = fresh_fake.requests[-1].json
+    assert sent["messages"][0]["content"] == "Always answer in French. Be brief. (Answer in French, politely.)"
+    rendered = api(gw, "/render", {"promptId": uses, "inputs": {"language": "French"},
+                                   "request": {"messages": [{"role": "user", "content": "Bonjour"}]}})
+    assert rendered.json()["data"]["body"] == sent
+    broken, _ = make_prompt(gw, {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "{{hcp:nope00:0}}"}]})
+    calls = len(fresh_fake.requests)
+    bad = httpx.post(gw.url + "/openai/v1/chat/completions", headers={**gw.auth, "Authorization": "Bearer k"},
+                     json={"prompt_id": broken})
+    assert bad.status_code == 400 and "Partial {{hcp:nope00:0:production}}" in bad.json()["error"]["message"]
+    assert len(fresh_fake.requests) == calls
+    assert api(gw, "/render", {"promptId": broken}).status_code == 400

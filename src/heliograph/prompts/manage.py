@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from .registry import VERSION_NUMBER
-from .template import PromptError, body_hash, compile_body, diff, merge, variables
+from .template import (PromptError, body_hash, compile_body, diff, insert_partials, merge, message_text, partials,
+                       variables)
 
 ENVIRONMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 PROMPT_ID = re.compile(r"[^/\s][^/]{0,255}")
@@ -174,7 +175,22 @@ def render(book: PromptBook, project: str, prompt_id: str, inputs: Mapping[str, 
            request: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the version, the body the gateway would send for it with `inputs` and `request`'s fields)."""
     found = resolve_version(book, project, prompt_id, version=version, environment=environment)
-    return found, merge(compile_body(found["body"], inputs), request or {})
+    return found, merge(compile_body(_with_partials(book, project, found["body"]), inputs), request or {})
+
+
+def _with_partials(book: PromptBook, project: str, template: dict[str, Any]) -> dict[str, Any]:
+    """As the gateway does (render.py): partials replaced by their messages' text, before variables."""
+    texts = {}
+    for prompt_id, index, environment in partials(template):
+        name = f"{{{{hcp:{prompt_id}:{index}:{environment}}}}}"
+        try:
+            version = resolve_version(book, project, prompt_id, environment=environment)
+        except PromptNotFound as exc:
+            raise PromptError(f"Partial {name}: {exc}") from None
+        texts[(prompt_id, index, environment)] = message_text(version["body"], index, name)
+    filled = insert_partials(template, texts) if texts else template
+    assert isinstance(filled, dict)
+    return filled
 
 
 def diff_versions(book: PromptBook, project: str, prompt_id: str, old: str, new: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from .registry import PromptEntry, PromptRegistry, Version
-from .template import PromptError, auto_template, compile_body, fill, legacy_inputs, merge, type_problems
+from .template import (PromptError, auto_template, compile_body, fill, insert_partials, legacy_inputs, merge,
+                       message_text, partials, type_problems)
 
 MAX_PROMPT_ID = 256
 
@@ -76,7 +77,8 @@ async def render(registry: PromptRegistry, project: str, key_id: str | None, hel
     entry = await registry.prompt(project, header_id)
     if environment or version or (entry is not None and entry.kind == "managed"):
         chosen = await _version(registry, project, header_id, entry, version, environment)
-        return Rendered(orjson.dumps(merge(compile_body(chosen.body, variables), payload)), header_id,
+        template = await _with_partials(registry, project, chosen.body)
+        return Rendered(orjson.dumps(merge(compile_body(template, variables), payload)), header_id,
                         chosen.id, variables)
     if problems := type_problems(payload, variables):
         raise PromptError("\n".join(problems))
@@ -98,7 +100,26 @@ async def _body_fields(registry: PromptRegistry, project: str, payload: dict[str
             raise PromptError(f"{name} must be a string.")
     entry = await registry.prompt(project, prompt_id)
     chosen = await _version(registry, project, prompt_id, entry, version, environment)
-    return Rendered(orjson.dumps(merge(compile_body(chosen.body, inputs), payload)), prompt_id, chosen.id, inputs)
+    template = await _with_partials(registry, project, chosen.body)
+    return Rendered(orjson.dumps(merge(compile_body(template, inputs), payload)), prompt_id, chosen.id, inputs)
+
+
+async def _with_partials(registry: PromptRegistry, project: str, template: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`{{hcp:id:index[:environment]}}` replaced by that message's text, before variables."""
+    used = partials(template)
+    if not used:
+        return template
+    texts = {}
+    for prompt_id, index, environment in used:
+        name = f"{{{{hcp:{prompt_id}:{index}:{environment}}}}}"
+        entry = await registry.prompt(project, prompt_id)
+        if entry is None:
+            raise PromptError(f"Partial {name}: unknown prompt '{prompt_id}'.")
+        version = await registry.version(project, entry.version_id(environment=environment))
+        texts[(prompt_id, index, environment)] = message_text(version.body, index, name)
+    filled = insert_partials(template, texts)
+    assert isinstance(filled, dict)
+    return filled
 
 
 async def _version(registry: PromptRegistry, project: str, prompt_id: str, entry: PromptEntry | None,

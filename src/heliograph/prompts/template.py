@@ -10,6 +10,10 @@ Variables, both accepted everywhere:
 Replacement (Helicone's rules): a string that is exactly one tag becomes the raw input (arrays and
 objects included); otherwise each tag is replaced by the input's text. A tag with no input, or with
 a falsy input inside text, stays as written. Object keys are templated too.
+
+Partials, `{{hcp:<prompt id>:<message index>[:<environment>]}}`, insert the text of a message of
+another prompt's version (production by default); they are resolved before variables, so a partial
+may bring variables of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import orjson
 NAME = r"[A-Za-z_-][A-Za-z0-9_-]*"
 TAG = re.compile(r"\{\{\s*(?:hc\s*:\s*(?P<hc>" + NAME + r")\s*:\s*(?P<type>" + NAME + r")|(?P<seed>"
                  + r"[A-Za-z_][A-Za-z0-9_.-]*" + r"))\s*\}\}")
+PARTIAL = re.compile(r"\{\{\s*hcp\s*:\s*([^:{}\s]+)\s*:\s*(\d+)\s*(?::\s*([A-Za-z0-9_.-]+)\s*)?\}\}")
 LEGACY_INPUT = re.compile(r'<helicone-prompt-input\s+key\s*=\s*"([^"]*)"\s*/?>(.*?)</helicone-prompt-input>', re.S)
 LEGACY_STATIC = re.compile(r"<helicone-prompt-static>(.*?)</helicone-prompt-static>", re.S)
 HELICONE_FIELDS = ("prompt_id", "version_id", "environment", "inputs")
@@ -58,6 +63,43 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+Partial = tuple[str, int, str]      # (prompt id, message index, environment)
+
+
+def partials(template: Any) -> list[Partial]:
+    """The partials a template uses, in order of first use."""
+    found: dict[Partial, None] = {}
+    for text in _strings(template):
+        if "hcp" in text:
+            for match in PARTIAL.finditer(text):
+                found.setdefault((match[1], int(match[2]), match[3] or "production"), None)
+    return list(found)
+
+
+def message_text(body: Mapping[str, Any], index: int, name: str) -> str:
+    """The text of message `index` of a version's body (text parts joined), for a partial."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not 0 <= index < len(messages) or not isinstance(messages[index], dict):
+        raise PromptError(f"Partial {name}: the prompt has no message {index}.")
+    content = messages[index].get("content")
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else _text(content)
+
+
+def insert_partials(value: Any, texts: Mapping[Partial, str]) -> Any:
+    """`value` with every partial replaced by its message's text (`texts`, from `partials`)."""
+    if isinstance(value, str):
+        if "hcp" not in value:
+            return value
+        return PARTIAL.sub(lambda m: texts[(m[1], int(m[2]), m[3] or "production")], value)
+    if isinstance(value, dict):
+        return {key: insert_partials(item, texts) for key, item in value.items()}
+    if isinstance(value, list):
+        return [insert_partials(item, texts) for item in value]
+    return value
 
 
 def type_problems(template: Any, inputs: Mapping[str, Any]) -> list[str]:
