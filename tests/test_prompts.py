@@ -239,6 +239,7 @@ def test_legacy_tags_with_the_prompt_id_header(gw: Gateway, fresh_fake: FakeUpst
     assert fresh_fake.requests[-1].json["messages"][0]["content"] == "Tell me about otters."
     record = gw.record(raw.headers["helicone-id"])
     assert record["prompt_id"] == prompt_id and record["prompt_inputs"] == {"animal": "otters"}
+    assert record["properties"]["helicone-prompt-input-animal"] == "otters"     # as Helicone records them
     version = api(gw, "/query/version", {"promptVersionId": record["prompt_version"]}).json()["data"]
     assert version["prompt_body"]["messages"][0]["content"] == "Tell me about {{animal}}."
 

@@ -36,6 +36,7 @@ class Rendered:
     prompt_id: str
     version_id: str | None
     inputs: dict[str, Any]
+    legacy: bool = False        # inline tags: Helicone also records each input as a property
 
 
 # Where Helicone's body fields are honoured: chat calls (OpenAI-style and Anthropic's messages).
@@ -71,7 +72,7 @@ async def render(registry: PromptRegistry, project: str, key_id: str | None, hel
         clean, template, tag_inputs = legacy
         inputs = {**tag_inputs, **variables}
         version_id = await registry.auto_version(project, header_id, auto_template(template), key_id)
-        return Rendered(orjson.dumps(clean), header_id, version_id, inputs)
+        return Rendered(orjson.dumps(clean), header_id, version_id, inputs, legacy=True)
     environment = helicone.get("helicone-prompt-environment")
     version = helicone.get("helicone-prompt-version")
     entry = await registry.prompt(project, header_id)

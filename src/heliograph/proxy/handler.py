@@ -19,7 +19,7 @@ from ..pricing import parse_overrides
 from ..prompts import PromptError, PromptRegistry, RegistryUnavailable
 from ..prompts import render as prompts
 from ..recording.ids import RequestIds, new_request_id
-from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
+from ..recording.record import MAX_PROPERTIES, UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
 from ..settings import Settings
 from ..state import State
 from . import budgets, caching, limiting, routes
@@ -200,6 +200,10 @@ class Proxy:
         record = call.record
         record.prompt_id, record.prompt_version, record.prompt_inputs = (rendered.prompt_id, rendered.version_id,
                                                                          rendered.inputs)
+        if rendered.legacy:     # as Helicone: each input also a property, Helicone-Prompt-Input-<key>
+            room = MAX_PROPERTIES - sum(1 for name in call.helicone if name.startswith("helicone-property-"))
+            for name, value in list(rendered.inputs.items())[:max(0, room)]:
+                call.helicone.setdefault(f"helicone-property-helicone-prompt-input-{name.lower()}", str(value))
         return rendered.body
 
     async def _answer_from_cache(self, call: Call) -> bool:
