@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -24,9 +25,10 @@ from .dashboard import PREFIXES as DASHBOARD_PREFIXES
 from .dashboard import Dashboard, dashboard_routes
 from .errors import Overloaded
 from .pricing import parse_overrides
-from .auth import KeyCache
+from .auth import KeyCache, KeyInfo
 from .budgets import BudgetCache
-from .proxy.handler import Proxy
+from .prompts import PromptRegistry
+from .proxy.handler import KEY_IN_SCOPE, Proxy
 from .proxy.metrics import ProxyMetrics
 from .proxy.context import Receive, Scope, Send
 from .recording.ids import RequestIds, new_request_id
@@ -67,8 +69,10 @@ class Heliograph:
         self.proxy_metrics = ProxyMetrics(self.registry)
         # Provider keys projects store, decrypted in memory: the proxy reads them, never the store.
         self.provider_keys = ProviderKeys(self.store, settings.secret_key, known_providers(settings.upstreams))
+        # Prompt versions in memory, refreshed from the store every second (prompts/registry.py).
+        self.prompts = PromptRegistry(self.store)
         self.proxy = Proxy(settings, self.keys, self.recorder.submit, self.proxy_metrics, self.state,
-                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of)
+                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of, prompts=self.prompts)
         self.in_flight = 0
         self.max_in_flight = settings.max_in_flight or sys.maxsize
         Gauge("heliograph_in_flight", "Proxied requests in progress (max_in_flight bounds it).",
@@ -88,7 +92,7 @@ class Heliograph:
               registry=self.registry).set_function(lambda: self.recorder.clamped)
         Gauge("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without bodies).",
               registry=self.registry).set_function(lambda: self.recorder.internal_errors)
-        self.dashboard = Dashboard(self.store, self.keys, settings)
+        self.dashboard = Dashboard(self.store, self.keys, settings, gateway_call=self.call_proxy)
         self.web = Starlette(routes=[
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
@@ -120,6 +124,35 @@ class Heliograph:
             await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, send)
+
+    async def call_proxy(self, key: KeyInfo, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """A POST through the proxy, in process, as `key` (no Helicone-Auth needed): recorded like any
+        call. The provider credential is the one the gateway holds for the key's project."""
+        scope: dict[str, Any] = {
+            "type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
+            "raw_path": path.encode(), "root_path": "", "query_string": b"", "server": ("127.0.0.1", 0),
+            "client": ("127.0.0.1", 0), "headers": [(b"content-type", b"application/json")], KEY_IN_SCOPE: key}
+        delivered = False
+        status, headers, chunks = 0, {}, []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()        # never disconnects; the proxy stops listening when done
+            raise AssertionError("unreachable")
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers.update({k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", [])})
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.proxy(scope, receive, send)
+        return status, headers, b"".join(chunks)
 
     async def _shed(self, path: str, send: Send) -> None:
         """Refuse at once rather than queue: past max_in_flight, every admitted call would only get
@@ -161,6 +194,7 @@ class Heliograph:
         self._tasks.append(asyncio.create_task(self.keys.run_reloads()))
         self._tasks.append(asyncio.create_task(self.budgets.run_reloads()))
         self._tasks.append(asyncio.create_task(self.provider_keys.run_reloads()))
+        self._tasks.append(asyncio.create_task(self.prompts.run_refreshes()))
         # Everything built so far lives as long as the process: out of the collector's way, so a full
         # collection under load walks only what requests allocate (bench/: issue 8's note).
         gc.freeze()

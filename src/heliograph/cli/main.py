@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..settings import Settings, load_settings
+from .prompts import prompts as prompts_group
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -531,6 +532,10 @@ def provider_keys_delete(ctx: click.Context, provider: str, project: str, db_url
     if not deleted:
         raise click.ClickException(f"project {project_id} holds no {provider} key")
     click.echo(f"Deleted the {provider} key of project {project_id}.")
+
+
+# heliograph prompts …: in cli/prompts.py (versioned prompts the gateway renders).
+main.add_command(prompts_group)
 
 
 if __name__ == "__main__":

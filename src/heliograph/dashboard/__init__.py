@@ -7,6 +7,7 @@
     analytics.py  /analytics (charts.py draws the SVG)
     sessions.py   /sessions, /sessions/{id}
     users.py      /users, /users/{id}
+    prompts.py    /prompts, /prompts/{id} (versions compared, diff, playground, environments)
     keys.py       /keys (admin): keys and budgets
     templates/, static/   Jinja templates and our own CSS/JS (no CDN, no third-party code)
 
@@ -36,6 +37,7 @@ MODULES = (
     "analytics",        # /analytics
     "sessions",         # /sessions, /sessions/{id}
     "users",            # /users, /users/{id}
+    "prompts",          # /prompts, /prompts/{id}
 )
 
 # Paths app.py sends to the dashboard (everything else not under /api or ops is proxied).

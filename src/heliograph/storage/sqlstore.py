@@ -34,6 +34,7 @@ from .executor import Executor
 from .filters import Dialect, Node
 from .analytics import AnalyticsQueries
 from .budgets import BudgetStore
+from .prompts import PromptStore
 from .cache_stats import CacheStats
 from .credentials import ProviderCredentials
 from .lifecycle import Lifecycle
@@ -89,7 +90,7 @@ _SCORES_CHUNK = 500
 
 
 class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, ProviderCredentials, BudgetStore,
-               CacheStats):
+               PromptStore, CacheStats):
     dialect: ClassVar[Dialect]
     unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
     for_update: ClassVar[str] = ""      # row lock for read-modify-write, where the dialect has one
