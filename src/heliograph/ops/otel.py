@@ -66,7 +66,9 @@ class OtelSpans:
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": service_name, "service.version": __version__}),
             id_generator=self.ids)
-        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint + "/v1/traces")))
+        self.provider.add_span_processor(BatchSpanProcessor(
+            # A collector that is down must not hold up shutdown past its budget.
+            OTLPSpanExporter(endpoint=endpoint + "/v1/traces", timeout=5)))
         self.tracer = self.provider.get_tracer("heliograph", __version__)
 
     def export(self, record: RawRecord, row: Mapping[str, Any], key_name: str) -> None:
