@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,31 +126,67 @@ class RecordMetrics:
                                labels, registry=registry)
         self.fallbacks = Counter("heliograph_fallbacks", "Calls answered by a fallback instead of the primary.",
                                  labels, registry=registry)
+        self._series: dict[tuple[str, str | None], _Series] = {}     # bounded by Bounded: ≤ 64 × 201
 
     def observe(self, record: RawRecord, row: Mapping[str, Any]) -> None:
-        provider, model = self.providers(row["provider"]), self.models(row["model"])
-        self.requests.labels(provider, model, str(row["status"])).inc()
+        key = (row["provider"], row["model"])
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._children(*key)
+        status = row["status"]
+        requests = series.requests.get(status)
+        if requests is None:
+            requests = series.requests[status] = self.requests.labels(series.provider, series.model, str(status))
+        requests.inc()
         if record.error in REFUSALS:
-            self.refusals.labels(provider, record.error).inc()
+            self.refusals.labels(series.provider, record.error).inc()
             return
-        self.duration.labels(provider, model).observe(row["latency_ms"] / 1000)
+        series.duration.observe(row["latency_ms"] / 1000)
         if row["ttft_ms"] is not None:
-            self.ttft.labels(provider, model).observe(row["ttft_ms"] / 1000)
-        for kind, column in TOKEN_KINDS:
+            series.ttft.observe(row["ttft_ms"] / 1000)
+        for counter, column in series.tokens:
             if row[column]:
-                self.tokens.labels(provider, model, kind).inc(row[column])
+                counter.inc(row[column])
         if row["cost"]:
-            self.cost.labels(provider, model).inc(row["cost"])
+            series.cost.inc(row["cost"])
         elif row["pricing_status"] == "unpriced":
-            self.unpriced.labels(provider, model).inc()
+            series.unpriced.inc()
         if row["cache_enabled"]:
-            self.cache.labels(provider, model, "hit" if record.cache_hit else "miss").inc()
+            (series.hits if record.cache_hit else series.misses).inc()
         if record.attempts:
             retries = len(record.attempts) - len({a.get("fallback_index") for a in record.attempts})
             if retries:
-                self.retries.labels(provider, model).inc(retries)
+                series.retries.inc(retries)
         if record.fallback_index is not None:
-            self.fallbacks.labels(provider, model).inc()
+            series.fallbacks.inc()
+
+    def _children(self, provider_name: str, model_name: str | None) -> _Series:
+        """A (provider, model)'s metric children, looked up once: `labels()` costs a few µs a call."""
+        provider, model = self.providers(provider_name), self.models(model_name)
+        labels = (provider, model)
+        return _Series(
+            provider=provider, model=model, requests={},
+            duration=self.duration.labels(*labels), ttft=self.ttft.labels(*labels),
+            tokens=[(self.tokens.labels(*labels, kind), column) for kind, column in TOKEN_KINDS],
+            cost=self.cost.labels(*labels), unpriced=self.unpriced.labels(*labels),
+            hits=self.cache.labels(*labels, "hit"), misses=self.cache.labels(*labels, "miss"),
+            retries=self.retries.labels(*labels), fallbacks=self.fallbacks.labels(*labels))
+
+
+@dataclass(slots=True)
+class _Series:
+    provider: str
+    model: str
+    requests: dict[int, Counter]
+    duration: Histogram
+    ttft: Histogram
+    tokens: list[tuple[Counter, str]]
+    cost: Counter
+    unpriced: Counter
+    hits: Counter
+    misses: Counter
+    retries: Counter
+    fallbacks: Counter
 
 
 class Mirrored:
