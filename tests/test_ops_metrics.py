@@ -123,7 +123,8 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "heliograph.cli.main", "serve", "--port", str(port),
-                                    "--workers", "2", "--redis", redis], env=env, stdout=out, stderr=subprocess.STDOUT)
+                                    "--workers", "2", "--redis", redis, "--log-format", "json"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -153,3 +154,9 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
     finally:
         process.terminate()
         process.wait(timeout=60)
+    # One log setup for the supervisor and both workers: every line JSON, the banner once.
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    banner = [line["message"] for line in lines if line["logger"] == "heliograph.banner"]
+    assert banner.count(f"listening on {base} (2 workers)") == 1
+    assert len([line for line in lines if line["logger"] == "heliograph.access"]) == calls
+    assert len({line["message"] for line in lines if line["message"].startswith("Started server process")}) >= 2

@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..proxy.routes import known_names
-from ..settings import SETTINGS, Settings, describe_store, load_settings
+from ..settings import BY_NAME, SETTINGS, Settings, describe_store, load_settings
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -56,15 +56,21 @@ def main(ctx: click.Context, config: str | None) -> None:
     ctx.obj["config"] = config
 
 
+def _help(name: str) -> str:
+    """An option's help from the settings table: its first sentence, the variable and the default."""
+    setting = BY_NAME[name]
+    default = setting.default if setting.default != "" else "none"
+    return f"{setting.help.split('. ')[0].rstrip('.')}. [{setting.env}; default: {default}]"
+
+
 @main.command(epilog=_settings_epilog())
-@click.option("--host", help="Address to listen on [127.0.0.1].")
-@click.option("--port", metavar="PORT", help="Port [8787].")
-@click.option("--db", "db_url", help="Database URL [sqlite:///.heliograph/heliograph.db].")
-@click.option("--redis", "redis_url", help="Redis URL for shared state.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--workers", metavar="N", help="Worker processes (more than one needs --redis).")
-@click.option("--log-format", "log_format", type=click.Choice(["text", "json"]),
-              help="text or json lines, for the web server's lines and Heliograph's alike [text].")
+@click.option("--host", help=_help("host"))
+@click.option("--port", metavar="PORT", help=_help("port"))
+@click.option("--db", "db_url", help=_help("db_url"))
+@click.option("--redis", "redis_url", help=_help("redis_url"))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file [HELIOGRAPH_CONFIG].")
+@click.option("--workers", metavar="N", help=_help("workers"))
+@click.option("--log-format", "log_format", type=click.Choice(["text", "json"]), help=_help("log_format"))
 @click.pass_context
 def serve(ctx: click.Context, /, config_file: str | None, **cli: Any) -> None:
     """Run the gateway, the API and the ops endpoints."""
