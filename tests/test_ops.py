@@ -192,3 +192,14 @@ def test_text_access_lines_and_turning_them_off(tmp_path: Path, fake: FakeUpstre
     finally:
         off.stop()
     assert "heliograph.access" not in off.log() and "access lines off" in off.log()
+
+
+def test_the_banner_masks_passwords_in_every_url() -> None:
+    from heliograph.ops.banner import banner_lines
+    from heliograph.settings import Settings
+    settings = Settings(db_url="postgresql://hg:dbpw@db:5432/hg", redis_url="redis://:redispw@r:6379/0",
+                        upstreams={"openai": "http://u:proxypw@egress:3128"}, provider_keys={"openai": "sk-held"})
+    text = "\n".join(banner_lines(settings, 3))
+    for secret in ("dbpw", "redispw", "proxypw", "sk-held"):
+        assert secret not in text
+    assert "store: postgresql://hg:****@db:5432/hg" in text and "provider keys held for: openai" in text

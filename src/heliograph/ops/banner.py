@@ -24,7 +24,8 @@ def banner_lines(settings: Settings, active_keys: int | None) -> list[str]:
         f"journal: {settings.journal_path.resolve()}",
     ]
     if settings.upstreams:
-        lines.append("upstream overrides: " + ", ".join(f"{name}={origin}" for name, origin in
+        # An egress proxy may carry user:password@ in its origin.
+        lines.append("upstream overrides: " + ", ".join(f"{name}={_mask_url_password(origin)}" for name, origin in
                                                          sorted(settings.upstreams.items())))
     if settings.provider_keys:
         lines.append("provider keys held for: " + ", ".join(sorted(settings.provider_keys)))
