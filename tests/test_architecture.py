@@ -58,14 +58,15 @@ LAYERS: dict[str, set[str]] = {
     "api": {"__init__", "auth", "budgets", "errors", "keys", "pricing", "prompts", "recording", "storage", "usage", "vault"},
     "dashboard": {"__init__", "api", "auth", "budgets", "errors", "export", "keys", "pricing", "prompts", "recording", "settings", "storage", "usage"},
     "keys": {"auth", "storage"},
+    "ops": {"__init__", "recording", "settings", "storage"},
     "vault": {"proxy", "storage"},
     "export": {"api", "storage"},
     "retention": {"storage"},
     "synthetic": {"storage"},
-    "app": {"api", "auth", "budgets", "dashboard", "errors", "pricing", "prompts", "proxy", "recording", "retention", "settings", "state", "storage", "vault"},
-    "server": {"app", "errors", "settings"},
+    "app": {"api", "auth", "budgets", "dashboard", "errors", "ops", "pricing", "prompts", "proxy", "recording", "retention", "settings", "state", "storage", "vault"},
+    "server": {"app", "errors", "ops", "settings"},
     "demo": {"app", "auth", "export", "keys", "proxy", "server", "settings", "storage", "testing"},
-    "cli": {"budgets", "demo", "export", "keys", "prompts", "retention", "server", "settings", "storage", "synthetic", "vault"},
+    "cli": {"__init__", "budgets", "demo", "ops", "proxy", "export", "keys", "prompts", "retention", "server", "settings", "storage", "synthetic", "vault"},
 }
 
 

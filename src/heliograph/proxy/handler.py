@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class Proxy:
         self.project_keys = project_keys or (lambda project: NO_KEYS)
         self.gateway_allow = frozenset(settings.gateway_allow)
         self.require_auth = not settings.allow_unauthenticated
+        self.tracing = bool(settings.otel_endpoint)     # span ids decided here; the span made by the recorder
         self.body_timeout = settings.body_timeout
         self.max_body = settings.max_request_body_bytes
         self.keys = keys
@@ -162,6 +164,8 @@ class Proxy:
         """Route, check the Helicone-* headers, read the body, plan the cache and the targets."""
         helicone, record = call.helicone, call.record
         assert record is not None
+        if self.tracing:
+            _trace(call.forward, record)
         replaces_primary = call.path.startswith("/gateway/") and "helicone-fallbacks" in helicone
         route = None if replaces_primary else self._route(call.path, call.query, helicone)
         call.family = record.family = route.provider.family if route else call.family
@@ -250,6 +254,8 @@ class Proxy:
         if outcome.response is None:
             assert outcome.error is not None
             record.error = "upstream_timeout" if isinstance(outcome.error, UpstreamTimeout) else "upstream_unavailable"
+            log.warning("request %s: %s (%s after %d attempts)", call.request_id, outcome.error.message,
+                        record.error, max(1, len(outcome.attempts)))
             await call.error(outcome.error)
             return
         answered_at = time.perf_counter()
@@ -392,6 +398,34 @@ def _add_provider_key(provider: routes.Provider, forward: list[tuple[bytes, byte
         return
     name, value = forward_.credential_header(provider, secret)
     forward.append((name.encode(), value.encode()))
+
+
+def _trace(forward: list[tuple[bytes, bytes]], record: RawRecord) -> None:
+    """W3C trace context: the client's traceparent (if valid) is our span's parent, and the provider
+    gets our span as its parent instead; without one, this call starts a trace."""
+    trace_id, parent, flags = "", "", "01"
+    for index, (name, value) in enumerate(forward):
+        if name == b"traceparent":
+            del forward[index]
+            parts = value.decode("latin-1").strip().lower().split("-")
+            if (len(parts) >= 4 and len(parts[0]) == 2 and parts[0] != "ff" and len(parts[1]) == 32
+                    and len(parts[2]) == 16 and len(parts[3]) == 2 and _hex(parts[1]) and _hex(parts[2])
+                    and _hex("1" + parts[3])):
+                trace_id, parent, flags = parts[1], parts[2], parts[3]
+            break
+    if not trace_id:
+        trace_id = secrets.token_hex(16)
+    span_id = secrets.token_hex(8)
+    forward.append((b"traceparent", f"00-{trace_id}-{span_id}-{flags}".encode()))
+    record.trace = f"{trace_id}-{span_id}-{parent}-{flags}"
+
+
+def _hex(text: str) -> bool:
+    """A non-zero hexadecimal number (W3C: all-zero ids are invalid)."""
+    try:
+        return int(text, 16) != 0
+    except ValueError:
+        return False
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
