@@ -21,7 +21,7 @@ def impatient(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
     """A gateway that gives up on a silent provider after one second."""
     gw = start_gateway(tmp_path_factory.mktemp("impatient"), fake.url, extra_env={
         "HELIOGRAPH_UPSTREAM_READ_TIMEOUT": "1",
-        "HELIOGRAPH_UPSTREAM_DEAD": f"http://127.0.0.1:{free_port()}"})
+        "HELIOGRAPH_UPSTREAM_DEAD": f"http://127.0.0.1:{free_port()}", "HELIOGRAPH_CUSTOM_PROVIDERS": "dead"})
     yield gw
     gw.stop()
 

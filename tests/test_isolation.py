@@ -96,15 +96,29 @@ def world(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
                           json={"url": f"http://127.0.0.1:9/{tag}", "sample_rate": 0})
         assert made.status_code == 201, made.text
         webhooks[id(project)] = made.json()["data"]["id"]
+    prompts = {}
+    for project, tag in ((a, "alpha"), (b, SECRET)):
+        made = httpx.post(gw.url + "/api/v1/prompt-2025", headers={"Authorization": f"Bearer {project.keys['admin']}"},
+                          json={"name": f"{tag}-prompt", "tags": [tag], "promptBody": {
+                              "model": "gpt-4o-mini", "messages": [{"role": "system", "content": f"{tag} {{{{hc:x:string}}}}"}]}})
+        assert made.status_code == 201, made.text
+        prompts[id(project)] = made.json()["data"]
+        # and a prompt its traffic versioned (Helicone-Prompt-Id): both kinds must stay in their project
+        r = httpx.post(gw.url + "/openai/v1/chat/completions", timeout=30, json={**CHAT, "user": f"{tag}-user"},
+                       headers={"Helicone-Auth": f"Bearer {project.keys['proxy']}", "Authorization": "Bearer k",
+                                "Helicone-Prompt-Id": "shared-name", "Helicone-Prompt-Variables": "{}"})
+        assert r.status_code == 200, r.text
     b.values = {"request_id": b.request_ids[0], "session_id": f"{SECRET}-session", "user_id": f"{SECRET}-user",
                 "key_id": b_key_ids[0]["id"], "key": "feature", "provider": "openai", "budget_id": budgets[id(b)],
+                "promptId": prompts[id(b)]["id"], "versionId": prompts[id(b)]["versionId"],
                 "alert_id": alerts[id(b)], "webhook_id": webhooks[id(b)]}
     throwaway, _ = new_key(gw, f"throwaway-{uuid.uuid4().hex[:6]}", "proxy", "default")
     a_keys = httpx.get(gw.url + "/api/v1/keys", headers={"Authorization": f"Bearer {a.keys['admin']}"}).json()["data"]
     a.values = {"request_id": a.request_ids[0], "session_id": "alpha-session", "user_id": "nobody-here",
                 "key_id": next(k["id"] for k in a_keys if k["name"].startswith("throwaway")), "key": "feature",
-                "provider": "mistral", "budget_id": budgets[id(a)], "alert_id": alerts[id(a)],
-                "webhook_id": webhooks[id(a)]}
+                "provider": "mistral", "budget_id": budgets[id(a)],
+                "promptId": prompts[id(a)]["id"], "versionId": prompts[id(a)]["versionId"],
+                "alert_id": alerts[id(a)], "webhook_id": webhooks[id(a)]}
     yield gw, a, b
     gw.stop()
 
@@ -161,7 +175,8 @@ def test_another_projects_ids_are_unknown_and_its_rows_never_seen(world: tuple[G
                 text = text.replace(b.values[part[1:-1]], "")
         if SECRET in text or any(request_id in text for request_id in b.request_ids):
             leaks.append(f"{method.upper()} {path}: {r.status_code} {r.text[:200]}")
-        ids = [p for p in ("{request_id}", "{session_id}", "{key_id}", "{budget_id}", "{alert_id}", "{webhook_id}")
+        ids = [p for p in ("{request_id}", "{session_id}", "{key_id}", "{budget_id}", "{promptId}", "{versionId}",
+                           "{alert_id}", "{webhook_id}")
                if p in path]
         if ids and r.status_code != 404:
             leaks.append(f"{method.upper()} {path} with B's {ids[0]}: {r.status_code}, not the 404 of an unknown id")
@@ -184,6 +199,10 @@ def test_project_b_is_intact_after_project_a_tried_everything(world: tuple[Gatew
     assert [x["id"] for x in httpx.get(gw.url + "/api/v1/budgets", headers=headers).json()["data"]] == [b.values["budget_id"]]
     assert [x["id"] for x in httpx.get(gw.url + "/api/v1/alerts", headers=headers).json()["data"]] == [b.values["alert_id"]]
     assert [x["id"] for x in httpx.get(gw.url + "/api/v1/webhooks", headers=headers).json()["data"]] == [b.values["webhook_id"]]
+    prompt = httpx.get(f"{gw.url}/api/v1/prompt-2025/id/{b.values['promptId']}", headers=headers).json()["data"]
+    assert prompt["environments"] == {"production": b.values["versionId"]}
+    shared = httpx.get(f"{gw.url}/api/v1/prompt-2025/id/shared-name", headers=headers).json()["data"]
+    assert shared["kind"] == "auto" and shared["versions_count"] == 1
     assert httpx.post(gw.url + "/openai/v1/chat/completions", json=CHAT, timeout=30,
                       headers={"Helicone-Auth": f"Bearer {b.keys['proxy']}", "Authorization": "Bearer k"}).status_code == 200
 

@@ -103,7 +103,7 @@ def test_a_running_gateway_applies_both_retentions(fake: FakeUpstream, tmp_path:
         body_expired = log_call(gw, "u", days_ago=2, wait=False)
         row_expired = log_call(gw, "u", days_ago=5, wait=False)
         deadline = time.monotonic() + 10
-        while "heliograph_recorder_written 3.0" not in httpx.get(gw.url + "/metrics").text:
+        while "heliograph_records_written_total 3.0" not in httpx.get(gw.url + "/metrics").text:
             assert time.monotonic() < deadline, "records not written"
             time.sleep(0.05)
         deadline = time.monotonic() + 10

@@ -46,13 +46,13 @@ def test_a_reused_request_id_gets_a_fresh_id_and_both_calls_are_recorded(gateway
     first = chat(gateway, **{"Helicone-Request-Id": chosen})
     assert first.headers["helicone-id"] == chosen
     gateway.record(chosen)
-    before = metric(gateway, "heliograph_duplicate_request_ids")
+    before = metric(gateway, "heliograph_duplicate_request_ids_total")
     second = chat(gateway, **{"Helicone-Request-Id": chosen})
     assert second.status_code == 200
     fresh = second.headers["helicone-id"]
     assert fresh != chosen
     assert gateway.record(fresh)["request_id"] == fresh
-    assert metric(gateway, "heliograph_duplicate_request_ids") == before + 1
+    assert metric(gateway, "heliograph_duplicate_request_ids_total") == before + 1
 
 
 def test_an_async_log_with_a_used_id_is_recorded_under_a_fresh_one(gateway: Gateway) -> None:

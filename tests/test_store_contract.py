@@ -41,7 +41,7 @@ def make_row(request_id: str, **fields: Any) -> dict[str, Any]:
         "completion_tokens": 20, "total_tokens": 30, "prompt_cache_read_tokens": 0, "prompt_cache_write_tokens": 0,
         "reasoning_tokens": 0, "cost": 0.001, "pricing_status": "priced", "latency_ms": 100.0, "ttft_ms": None,
         "gateway_overhead_ms": 0.4, "streamed": False, "partial": False, "error": None, "cache_enabled": False,
-        "cache_reference_id": None, "prompt_id": None, "prompt_version": None, "attempts": "[]",
+        "cache_reference_id": None, "prompt_id": None, "prompt_version": None, "prompt_inputs": None, "attempts": "[]",
         "fallback_index": None, "project_id": "default", "request_body": zlib.compress(b'{"model": "gpt-4o"}'),
         "response_body": zlib.compress(b'{"id": "chatcmpl-1"}'),
     }
@@ -515,8 +515,11 @@ def test_rollups_made_before_projects_answer_the_same_after_migrating(
         store_url: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store at 023_projects, filled by that version's recorder (rollups without a project), then
     migrated: its rollups are kept, under `default`, and every answer is a fresh store's."""
-    from heliograph.storage import postgres, sqlite
+    import operator
+
+    from heliograph.storage import postgres, sqlite, sqlstore
     from heliograph.storage.analytics import AnalyticsQuery
+    from heliograph.storage.schema import REQUEST_COLUMNS
     from heliograph.storage.rollup_schema import rollup_tables
     from heliograph.storage.rollups import write_rollups
     from heliograph.storage.sessions import SessionQuery, UserQuery
@@ -528,6 +531,11 @@ def test_rollups_made_before_projects_answer_the_same_after_migrating(
             for i, row in enumerate(dataset(800))]
     monkeypatch.setattr(sqlite, "MIGRATIONS", MIGRATIONS[:k])
     monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:k])
+    # That version's recorder wrote the columns of its time: none added since (029's prompt_inputs).
+    then = [c for c in REQUEST_COLUMNS if c != "prompt_inputs"]
+    monkeypatch.setattr(sqlstore, "_INSERT_REQUEST", f"INSERT INTO requests ({', '.join(then)}) "
+                        f"VALUES ({', '.join('?' * len(then))}) ON CONFLICT DO NOTHING")
+    monkeypatch.setattr(sqlstore, "_request_values", operator.itemgetter(*then))
     old = open_store(store_url)
     assert old.migrate() == names[:k]
     old._write_rollups = (  # type: ignore[attr-defined]

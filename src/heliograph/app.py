@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,10 +27,13 @@ from .api import api_routes
 from .dashboard import PREFIXES as DASHBOARD_PREFIXES
 from .dashboard import Dashboard, dashboard_routes
 from .errors import Overloaded
+from .ops.metrics import RecordMetrics, RuntimeMetrics, exposition, forget_worker, multiprocess_dir
+from .ops.observe import CallObserver, SpanExporter
 from .pricing import parse_overrides
-from .auth import KeyCache
+from .auth import KeyCache, KeyInfo
 from .budgets import BudgetCache
-from .proxy.handler import Proxy
+from .prompts import PromptRegistry
+from .proxy.handler import KEY_IN_SCOPE, Proxy
 from .proxy.metrics import ProxyMetrics
 from .proxy.context import Receive, Scope, Send
 from .recording.ids import RequestIds, new_request_id
@@ -60,50 +64,35 @@ class Heliograph:
         self.keys = KeyCache(self.store.active_keys)
         self.budgets = BudgetCache(self.store.list_budgets, self.store.budget_spend)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.runtime_metrics = RuntimeMetrics(self.registry)
+        spans: SpanExporter | None = None
+        if settings.otel_endpoint:
+            from .ops.otel import OtelSpans     # the SDK is imported only when it is used
+            spans = OtelSpans(settings.otel_endpoint, settings.otel_service_name)
+        self.observer = CallObserver(RecordMetrics(self.registry), self.runtime_metrics, self.keys.name_of,
+                                     access=settings.access_log, spans=spans)
         self.recorder = Recorder(
             self._insert, Journal(settings.journal_path),
             overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size, flush_ms=settings.recorder_flush_ms,
-            drain_timeout=settings.drain_timeout, unavailable=(StoreUnavailable,))
+            drain_timeout=settings.drain_timeout, unavailable=(StoreUnavailable,), observer=self.observer)
         self.state = open_state(settings.redis_url or None, key_prefix=settings.redis_key_prefix,
                                 timeout=settings.redis_timeout_ms / 1000)
         self.ids = RequestIds(self.store.request_exists)
         self.proxy_metrics = ProxyMetrics(self.registry)
         # Provider keys projects store, decrypted in memory: the proxy reads them, never the store.
         self.provider_keys = ProviderKeys(self.store, settings.secret_key, known_providers(settings.upstreams))
+        # Prompt versions in memory, refreshed from the store every second (prompts/registry.py).
+        self.prompts = PromptRegistry(self.store)
         self.proxy = Proxy(settings, self.keys, self.recorder.submit, self.proxy_metrics, self.state,
-                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of)
+                           self.ids, self.budgets, project_keys=self.provider_keys.keys_of, prompts=self.prompts)
         self.in_flight = 0
         self.max_in_flight = settings.max_in_flight or sys.maxsize
-        Gauge("heliograph_in_flight", "Proxied requests in progress (max_in_flight bounds it).",
-              registry=self.registry).set_function(lambda: self.in_flight)
-        Gauge("heliograph_recorder_queue_depth", "Records waiting to be written.",
-              registry=self.registry).set_function(lambda: self.recorder.queue_depth)
-        Gauge("heliograph_journal_bytes", "Size of the disk journal of records waiting for the store.",
-              registry=self.registry).set_function(self.recorder.journal.size_bytes)
-        Gauge("heliograph_recorder_written", "Records written to the store since start.",
-              registry=self.registry).set_function(lambda: self.recorder.written)
-        Gauge("heliograph_duplicate_request_ids", "Calls whose Helicone-Request-Id was already used; "
-              "each was recorded under a fresh id.",
-              registry=self.registry).set_function(lambda: self.ids.reused + self.recorder.reassigned)
-        Gauge("heliograph_recorder_rejected", "Records the store refused even clamped, kept in journal/rejected/.",
-              registry=self.registry).set_function(lambda: self.recorder.rejected)
-        Gauge("heliograph_recorder_clamped", "Records stored with numbers clamped into range.",
-              registry=self.registry).set_function(lambda: self.recorder.clamped)
-        Gauge("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without bodies).",
-              registry=self.registry).set_function(lambda: self.recorder.internal_errors)
         # Alerts: every gateway sends from the outbox; the one holding the lease evaluates.
         self.deliveries = DeliveryWorker(self.store, settings)
         self.alerts = AlertRunner(self.store, settings, on_queued=self.deliveries.wake)
-        Gauge("heliograph_alert_evaluator_leader", "1 while this process holds the lease of the alert evaluator.",
-              registry=self.registry).set_function(lambda: int(self.alerts.leader))
-        Gauge("heliograph_alert_evaluation_seconds", "How long the last evaluation of every alert rule took.",
-              registry=self.registry).set_function(lambda: self.alerts.last_duration)
-        Gauge("heliograph_notifications_sent", "Notifications and webhook calls delivered by this process.",
-              registry=self.registry).set_function(lambda: self.deliveries.sent)
-        Gauge("heliograph_notification_failures", "Failed attempts to deliver a notification or webhook call.",
-              registry=self.registry).set_function(lambda: self.deliveries.failed_attempts)
-        self.dashboard = Dashboard(self.store, self.keys, settings)
+        self._runtime_metrics()
+        self.dashboard = Dashboard(self.store, self.keys, settings, gateway_call=self.call_proxy)
         self.web = Starlette(routes=[
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
@@ -117,6 +106,42 @@ class Heliograph:
         self.retention = RetentionRunner(
             self.store, body_days=settings.body_retention_days, metrics_days=settings.metrics_retention_days,
             interval_s=settings.retention_interval_seconds)
+
+    def _runtime_metrics(self) -> None:
+        m, recorder = self.runtime_metrics, self.recorder
+        m.gauge("heliograph_in_flight", "Proxied requests in progress (max_in_flight bounds it, per worker).",
+                lambda: self.in_flight)
+        m.gauge("heliograph_recorder_queue_depth", "Records waiting to be written.", lambda: recorder.queue_depth)
+        # Workers may share one journal folder: the largest any reports, not the sum.
+        m.gauge("heliograph_journal_bytes", "Size of the disk journal of records waiting for the store.",
+                recorder.journal.size_bytes, mode="livemax")
+        m.counter("heliograph_records_written", "Records written to the store.", lambda: recorder.written)
+        m.counter("heliograph_records_journaled", "Records that went to the disk journal (store down or slow).",
+                  lambda: recorder.journaled)
+        m.counter("heliograph_duplicate_request_ids", "Calls whose Helicone-Request-Id was already used; "
+                  "each was recorded under a fresh id.", lambda: self.ids.reused + recorder.reassigned)
+        m.counter("heliograph_records_rejected", "Records the store refused even clamped, kept in journal/rejected/.",
+                  lambda: recorder.rejected)
+        m.counter("heliograph_records_clamped", "Records stored with numbers clamped into range.",
+                  lambda: recorder.clamped)
+        # Alerts: one gateway holds the evaluator's lease (livesum: 1 across workers); every one sends.
+        m.gauge("heliograph_alert_evaluator_leader", "1 while this process holds the lease of the alert evaluator.",
+                lambda: int(self.alerts.leader))
+        m.gauge("heliograph_alert_evaluation_seconds", "How long the last evaluation of every alert rule took.",
+                lambda: self.alerts.last_duration, mode="livemax")
+        m.counter("heliograph_notifications_sent", "Notifications and webhook calls delivered.",
+                  lambda: self.deliveries.sent)
+        m.counter("heliograph_notification_failures", "Failed attempts to deliver a notification or webhook call.",
+                  lambda: self.deliveries.failed_attempts)
+        m.counter("heliograph_recorder_internal_errors", "Records the recorder could not parse (stored without "
+                  "bodies) or could not log or count.", lambda: recorder.internal_errors)
+
+    async def _sync_metrics(self) -> None:
+        """With several workers, each brings its gauges and totals up to date every second, so a
+        scrape answered by any worker sees every worker's state within a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.runtime_metrics.sync()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -135,6 +160,35 @@ class Heliograph:
             await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, send)
+
+    async def call_proxy(self, key: KeyInfo, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """A POST through the proxy, in process, as `key` (no Helicone-Auth needed): recorded like any
+        call. The provider credential is the one the gateway holds for the key's project."""
+        scope: dict[str, Any] = {
+            "type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
+            "raw_path": path.encode(), "root_path": "", "query_string": b"", "server": ("127.0.0.1", 0),
+            "client": ("127.0.0.1", 0), "headers": [(b"content-type", b"application/json")], KEY_IN_SCOPE: key}
+        delivered = False
+        status, headers, chunks = 0, {}, []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()        # never disconnects; the proxy stops listening when done
+            raise AssertionError("unreachable")
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers.update({k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", [])})
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.proxy(scope, receive, send)
+        return status, headers, b"".join(chunks)
 
     async def _shed(self, path: str, send: Send) -> None:
         """Refuse at once rather than queue: past max_in_flight, every admitted call would only get
@@ -191,6 +245,9 @@ class Heliograph:
         self._tasks.append(asyncio.create_task(self.keys.run_reloads()))
         self._tasks.append(asyncio.create_task(self.budgets.run_reloads()))
         self._tasks.append(asyncio.create_task(self.provider_keys.run_reloads()))
+        self._tasks.append(asyncio.create_task(self.prompts.run_refreshes()))
+        if multiprocess_dir() is not None:
+            self._tasks.append(asyncio.create_task(self._sync_metrics()))
         # Everything built so far lives as long as the process: out of the collector's way, so a full
         # collection under load walks only what requests allocate (bench/: issue 8's note).
         gc.freeze()
@@ -203,8 +260,12 @@ class Heliograph:
         await asyncio.to_thread(self.retention.stop)     # before the store closes under it
         await asyncio.to_thread(self.recorder.close)
         await self.deliveries.close()      # after the recorder: its last batch may have queued webhook calls
+        await asyncio.to_thread(self.observer.close)     # the last spans
         await self.state.close()
         self.store.close()
+        if (directory := multiprocess_dir()) is not None:
+            self.runtime_metrics.sync()     # the last totals; then this worker's gauges stop counting
+            forget_worker(os.getpid(), directory)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -257,7 +318,8 @@ class Heliograph:
         await asyncio.shield(self._ping)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        self.runtime_metrics.sync()
+        return Response(exposition(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: Settings) -> Heliograph:

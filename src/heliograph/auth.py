@@ -76,6 +76,16 @@ class KeyCache:
         self._loads = 0                                 # loads begun, the one in flight included
         self._loading: asyncio.Task[None] | None = None
         self._miss_reload_at = -math.inf
+        self._names: tuple[Mapping[str, KeyInfo], dict[str, str]] = ({}, {})
+
+    def name_of(self, key_id: str | None) -> str:
+        """A key's name by its id ("" if unknown), for log lines; any thread may ask."""
+        keys, names = self._names
+        if keys is not self._keys:      # rebuilt once per reload that changed the table
+            keys = self._keys
+            names = {info.id: info.name for info in keys.values()}
+            self._names = (keys, names)
+        return names.get(key_id or "", "")
 
     async def reload(self) -> None:
         """Join the load in flight, or begin one; its error, if any, is raised to every caller."""

@@ -9,6 +9,7 @@
     ├── PayloadTooLarge (413)         a body over max_request_body_bytes; the connection is closed
     ├── BudgetExceeded (429)          a budget that applies is spent; names it and when it resets
     ├── Overloaded (503)              max_in_flight calls already in flight: refused at once, Retry-After
+    ├── Unavailable (503)             something the call needs from the store (a prompt) cannot be read
     ├── UpstreamUnavailable (502)     connection to the provider failed or broke
     └── UpstreamTimeout (504)         the provider did not answer in time
 
@@ -106,6 +107,13 @@ class Overloaded(GatewayError):
     anthropic_type = "overloaded_error"
     code = "gateway_overloaded"
     retry_after_seconds = 1
+
+
+class Unavailable(GatewayError):
+    status = 503
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+    code = "unavailable"
 
 
 class UpstreamUnavailable(GatewayError):

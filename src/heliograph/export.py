@@ -33,7 +33,7 @@ CSV_FIELDS = (
     "request_properties", "properties", "request_body", "response_body", "response_status", "provider",
     "delay_ms", "time_to_first_token", "prompt_tokens", "completion_tokens", "total_tokens",
     "prompt_cache_read_tokens", "prompt_cache_write_tokens", "reasoning_tokens", "cost", "pricing_status",
-    "prompt_id", "prompt_version", "scores", "cache_enabled", "cache_reference_id", "request_name",
+    "prompt_id", "prompt_version", "prompt_inputs", "scores", "cache_enabled", "cache_reference_id", "request_name",
     "session_id", "session_path", "session_name", "streamed", "partial", "error", "attempts",
     "fallback_index", "gateway_overhead_ms", "key_id",
 )

@@ -26,6 +26,9 @@ from uvicorn.server import ServerState
 
 from .app import Heliograph, create_app
 from .errors import BadRequest, Overloaded, RequestTimeout
+from .ops.banner import print_banner
+from .ops.logs import log_config, setup_logging
+from .ops.metrics import prepare_multiprocess
 from .settings import Settings
 
 log = logging.getLogger("heliograph.server")
@@ -34,15 +37,19 @@ SETTINGS_ENV = "HELIOGRAPH_RESOLVED_SETTINGS"
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
+    print_banner(settings)
     GuardedHttpToolsProtocol.configure(settings)
+    # uvicorn's own access log is off: Heliograph writes one line per proxied call from the recorder.
     common = dict(host=settings.host, port=settings.port, loop="uvloop", http=GuardedHttpToolsProtocol,
-                  lifespan="on", timeout_keep_alive=settings.keep_alive_timeout,
+                  lifespan="on", timeout_keep_alive=settings.keep_alive_timeout, log_config=log_config(settings),
                   access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=graceful_seconds(settings),
                   server_header=False, date_header=False, proxy_headers=False)
     if settings.workers == 1:
         uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
         return
+    # Every worker's metrics in files, summed at each scrape (ops/metrics.py).
+    prepare_multiprocess(settings)
     # Worker processes rebuild the app from the settings resolved here, so they all agree.
     os.environ[SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
     uvicorn.run("heliograph.server:app_from_environment", factory=True, workers=settings.workers,
@@ -57,6 +64,7 @@ def graceful_seconds(settings: Settings) -> int:
 def app_from_environment() -> Heliograph:
     values = orjson.loads(os.environ[SETTINGS_ENV])
     values["gateway_allow"] = tuple(values["gateway_allow"])
+    values["custom_providers"] = tuple(values["custom_providers"])
     settings = Settings(**values)
     GuardedHttpToolsProtocol.configure(settings)  # in this worker process, where it serves
     return create_app(settings)

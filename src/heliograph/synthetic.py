@@ -163,7 +163,7 @@ class _Traffic:
             "gateway_overhead_ms": round(rnd.uniform(0.2, 0.9), 3), "streamed": streamed, "partial": False,
             "error": None if status == 200 else ("upstream_unavailable" if status == 0 else f"http_{status}"),
             "cache_enabled": cache_hit, "cache_reference_id": str(uuid.UUID(int=rnd.getrandbits(128))) if cache_hit else None,
-            "prompt_id": None, "prompt_version": None, "attempts": "[]", "fallback_index": None, "project_id": project,
+            "prompt_id": None, "prompt_version": None, "prompt_inputs": None, "attempts": "[]", "fallback_index": None, "project_id": project,
             "request_body": request_body, "response_body": response_body,
         }
 

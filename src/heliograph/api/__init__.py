@@ -129,6 +129,7 @@ def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | 
     from .budgets import budget_routes
     from .erasure import erasure_routes
     from .openapi import document_scopes, openapi_route
+    from .prompts import prompt_routes
     from .provider_keys import provider_key_routes
     from .requests import request_routes
     from .sessions import session_routes
@@ -138,6 +139,7 @@ def api_app(store: Store, keys: KeyCache, submit: Callable[[RawRecord], None] | 
     routes += [*analytics_routes(store, keys), *session_routes(store, keys), *access_routes(store, keys)]
     routes += provider_key_routes(store, keys, provider_keys)
     routes += budget_routes(store, keys)
+    routes += prompt_routes(store, keys)
     routes += alert_routes(store, keys)
     document_scopes([(PREFIX + _CONVERTER.sub("}", route.path), method, route.endpoint.scope)
                      for route in routes if isinstance(route, Route) and hasattr(route.endpoint, "scope")

@@ -21,6 +21,8 @@ from .alerts_docs import SCHEMAS as ALERT_SCHEMAS
 from .analytics_docs import PATHS as ANALYTICS_PATHS
 from .analytics_docs import SCHEMAS as ANALYTICS_SCHEMAS
 from .asynclog import ROUTES as ASYNC_LOG_ROUTES
+from .prompts_docs import PATHS as PROMPT_PATHS
+from .prompts_docs import SCHEMAS as PROMPT_SCHEMAS
 
 JSON = "application/json"
 
@@ -83,15 +85,16 @@ def _operators(schema: str) -> dict[str, Any]:
 _RECORD_FIELDS: dict[str, Any] = {
     **{name: {"type": ["string", "null"]} for name in (
         "request_id", "request_path", "target_url", "request_method", "request_user_id", "request_model",
-        "response_model", "model", "provider", "pricing_status", "prompt_id", "cache_reference_id",
+        "response_model", "model", "provider", "pricing_status", "prompt_id", "prompt_version", "cache_reference_id",
         "request_name", "session_id", "session_path", "session_name", "error", "key_id")},
     **{name: {"type": ["string", "null"], "format": "date-time"}
        for name in ("request_created_at", "response_created_at")},
     **{name: {"type": ["integer", "null"]} for name in (
         "response_status", "prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_read_tokens",
-        "prompt_cache_write_tokens", "reasoning_tokens", "prompt_version", "fallback_index")},
+        "prompt_cache_write_tokens", "reasoning_tokens", "fallback_index")},
     **{name: {"type": ["number", "null"]} for name in (
         "delay_ms", "time_to_first_token", "gateway_overhead_ms")},
+    "prompt_inputs": {"type": ["object", "null"], "description": "the variables the prompt was rendered with"},
     "cost": {"type": ["number", "null"], "description": "USD; null when the model has no known price"},
     "pricing_status": {"enum": ["priced", "unpriced", "not_billable"],
                        "description": "unpriced: usage without a known price (cost null); not_billable: "
@@ -328,6 +331,8 @@ PATHS["/api/v1/provider-keys/{provider}"] = {
 # Analytics, sessions, users and properties are documented beside their handlers.
 PATHS.update(ANALYTICS_PATHS)
 SCHEMAS.update(ANALYTICS_SCHEMAS)
+PATHS.update(PROMPT_PATHS)
+SCHEMAS.update(PROMPT_SCHEMAS)
 PATHS.update(ALERT_PATHS)
 SCHEMAS.update(ALERT_SCHEMAS)
 

@@ -73,6 +73,7 @@ def render_request(row: dict[str, Any], *, raw_stream: bool = False) -> dict[str
         "pricing_status": row["pricing_status"],
         "prompt_id": row["prompt_id"],
         "prompt_version": row["prompt_version"],
+        "prompt_inputs": orjson.loads(row["prompt_inputs"]) if row.get("prompt_inputs") else None,
         "scores": row.get("scores") or {},
         "cache_enabled": bool(row["cache_enabled"]),
         "cache_reference_id": row["cache_reference_id"],

@@ -6,12 +6,13 @@ from typing import Any
 
 import click
 
+from ..proxy.routes import known_names
 from ..settings import Settings, load_settings
 
 
 def _settings(ctx: click.Context, **cli: Any) -> Settings:
     try:
-        return load_settings(cli, ctx.obj.get("config"))
+        return load_settings(cli, ctx.obj.get("config"), providers=known_names())
     except (OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 

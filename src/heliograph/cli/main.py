@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
-from ..settings import Settings
+from .. import __version__
+from ..settings import BY_NAME, SETTINGS, Settings, describe_store
+from .prompts import prompts as prompts_group
 from .alerts import alerts, webhooks
 from .common import _project_id, _settings, _store
 
@@ -26,7 +28,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _settings_epilog() -> str:
+    """Every setting with its variable and default, from the settings table (`\b`: click keeps the lines)."""
+    lines = ["Every setting (command line > environment > config file > default):", ""]
+    for s in SETTINGS:
+        default = s.default if not isinstance(s.default, tuple) else ",".join(s.default)
+        shown = "****" if s.secret and default else (default if default != "" else "(none)")
+        lines += ["\b", f"{s.name}  {s.env}  [default: {shown}]", "  " + s.help.split(". ")[0].rstrip(".") + "."]
+    lines += ["\b", "HELIOGRAPH_UPSTREAM_<PROVIDER>=<origin>, HELIOGRAPH_PROVIDER_KEY_<PROVIDER>=<key>, "
+              "and [upstreams], [provider_keys], [prices.\"model\"] in the config file."]
+    return "\n".join(lines)
+
+
 @click.group()
+@click.version_option(__version__, "--version", "-V", prog_name="heliograph", message="%(prog)s %(version)s")
 @click.option("--config", type=click.Path(dir_okay=False), envvar="HELIOGRAPH_CONFIG",
               help="TOML config file.")
 @click.pass_context
@@ -36,13 +51,21 @@ def main(ctx: click.Context, config: str | None) -> None:
     ctx.obj["config"] = config
 
 
-@main.command()
-@click.option("--host", help="Address to listen on [127.0.0.1].")
-@click.option("--port", type=int, help="Port [8787].")
-@click.option("--db", "db_url", help="Database URL [sqlite:///.heliograph/heliograph.db].")
-@click.option("--redis", "redis_url", help="Redis URL for shared state.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--workers", type=int, help="Worker processes (more than one needs --redis).")
+def _help(name: str) -> str:
+    """An option's help from the settings table: its first sentence, the variable and the default."""
+    setting = BY_NAME[name]
+    default = setting.default if setting.default != "" else "none"
+    return f"{setting.help.split('. ')[0].rstrip('.')}. [{setting.env}; default: {default}]"
+
+
+@main.command(epilog=_settings_epilog())
+@click.option("--host", help=_help("host"))
+@click.option("--port", metavar="PORT", help=_help("port"))
+@click.option("--db", "db_url", help=_help("db_url"))
+@click.option("--redis", "redis_url", help=_help("redis_url"))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file [HELIOGRAPH_CONFIG].")
+@click.option("--workers", metavar="N", help=_help("workers"))
+@click.option("--log-format", "log_format", type=click.Choice(["text", "json"]), help=_help("log_format"))
 @click.pass_context
 def serve(ctx: click.Context, /, config_file: str | None, **cli: Any) -> None:
     """Run the gateway, the API and the ops endpoints."""
@@ -92,7 +115,7 @@ def keys_create(ctx: click.Context, name: str, project: str | None, scope: str, 
         raise click.ClickException(str(exc)) from None
     until = f", expires {_when(new.expires_at)}" if new.expires_at else ""
     click.echo(f"Created {new.scope} key {new.id} ({new.name}) in project {new.project_id}{until}, in "
-               f"{_settings(ctx, db_url=db_url).db_url}.")
+               f"the store {describe_store(_settings(ctx, db_url=db_url).db_url)}.")
     click.echo("It is shown only once; send it as 'Helicone-Auth: Bearer <key>':")
     click.echo(new.key)
 
@@ -508,6 +531,8 @@ def provider_keys_delete(ctx: click.Context, provider: str, project: str, db_url
     click.echo(f"Deleted the {provider} key of project {project_id}.")
 
 
+# heliograph prompts …: in cli/prompts.py (versioned prompts the gateway renders).
+main.add_command(prompts_group)
 main.add_command(alerts)
 main.add_command(webhooks)
 

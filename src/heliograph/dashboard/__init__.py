@@ -7,6 +7,7 @@
     analytics.py  /analytics (charts.py draws the SVG)
     sessions.py   /sessions, /sessions/{id}
     users.py      /users, /users/{id}
+    prompts.py    /prompts, /prompts/{id} (versions compared, diff, playground, environments)
     keys.py       /keys (admin): keys and budgets
     alerts.py     /alerts, /alerts/{id}: rules, states, history, webhooks, delivery log
     templates/, static/   Jinja templates and our own CSS/JS (no CDN, no third-party code)
@@ -37,6 +38,7 @@ MODULES = (
     "analytics",        # /analytics
     "sessions",         # /sessions, /sessions/{id}
     "users",            # /users, /users/{id}
+    "prompts",          # /prompts, /prompts/{id}
     "alerts",           # /alerts, /alerts/{id}
 )
 

@@ -6,7 +6,7 @@ state is its query string, with the requests table's names:
 
     range=1h|6h|24h|7d|14d|30d|90d (default 24h), or from= / to= (ISO 8601, UTC unless it says)
     model= provider= user= status=(429|2xx|4xx|5xx|success|error) name=(request name) prop=key=value (repeatable)
-    group=model|provider|user|request_name|status|property:<key>   what the cost chart is split by
+    group=model|provider|user|request_name|status|prompt_version|property:<key>   what the cost chart is split by
     bucket=minute|hour|day   overrides the bucket chosen from the range (minute ≤ 6 h, hour ≤ 14 d, else day)
 
 The queries run concurrently, each on its own thread (SQLite serves reads in parallel under WAL).
@@ -44,7 +44,7 @@ SPARKS: tuple[tuple[str, str, Unit, str], ...] = (     # stat tile, metric, unit
     ("errors", "error_rate", "pct", "Error rate"), ("latency", "latency_p95", "ms", "Latency p95"),
     ("tokens", "total_tokens", "tokens", "Tokens per bucket"))
 GROUP_LABELS = {"model": "Model", "provider": "Provider", "user": "User", "request_name": "Request name",
-                "status": "Status"}
+                "status": "Status", "prompt_version": "Prompt version"}
 
 
 @dataclass(slots=True)
@@ -149,7 +149,7 @@ def _group(value: str | None) -> str:
 
 def _label(group: Any, group_by: str) -> str:
     if group is None or group == "":
-        return {"user": "(no user)", "request_name": "(no name)"}.get(group_by, "(none)")
+        return {"user": "(no user)", "request_name": "(no name)", "prompt_version": "(no prompt)"}.get(group_by, "(none)")
     return str(group)
 
 

@@ -99,18 +99,12 @@ def parse_view(params: Any, now_ms: int | None = None) -> View:
     get = params.get
     text_fields = (("user", "user_id", "User"), ("session", "session_id", "Session"), ("model", "model", "Model"),
                    ("provider", "provider", "Provider"), ("name", "request_name", "Name"),
-                   ("prompt", "prompt_id", "Prompt"))
+                   ("prompt", "prompt_id", "Prompt"), ("version", "prompt_version", "Version"))
     for param, column, label in text_fields:
         value = (get(param) or "").strip()
         if value:
             v.node = _and(v.node, Condition(COLUMNS[column], "equals", value))
             v.chips.append((label, value, param))
-    version = (get("version") or "").strip()
-    if version:
-        number = _number(version, "Prompt version", v.errors)
-        if number is not None:
-            v.node = _and(v.node, Condition(COLUMNS["prompt_version"], "equals", int(number)))
-            v.chips.append(("Version", version, "version"))
     status = (get("status") or "").strip().lower()
     if status:
         status_col = COLUMNS["status"]

@@ -188,11 +188,18 @@ class Ctx:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+# (key, path, JSON body) → (status, response headers, body): a call through the gateway's own proxy,
+# in process, as that key (app.py provides it; the prompt playground runs versions with it).
+GatewayCall = Callable[[KeyInfo, str, bytes], Awaitable[tuple[int, dict[str, str], bytes]]]
+
+
 class Dashboard:
-    def __init__(self, store: Store, keys: KeyCache, settings: Settings) -> None:
+    def __init__(self, store: Store, keys: KeyCache, settings: Settings,
+                 gateway_call: GatewayCall | None = None) -> None:
         self.store = store
         self.keys = keys
         self.settings = settings
+        self.gateway_call = gateway_call
         self.templates = environment()
         self._secret: bytes | None = None
         self._project_names: dict[str, tuple[float, str]] = {}

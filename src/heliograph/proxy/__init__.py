@@ -8,9 +8,11 @@ the only place response headers are built, for answers, cache hits and errors al
                       on the call has a record and a request id (a reused one is replaced)
                                                                                   (../auth.py, handler.py)
     2. prepare        route (path → provider and upstream URL; key-in-path taken out), Helicone-*
-                      headers checked, the body read, `stream_options.include_usage` added to
-                      OpenAI-style streams, the cache key, the retry policy and fallback targets;
-                      a refusal (400, 404, 408) is answered and recorded        (routes.py, forward.py)
+                      headers checked, the body read, a prompt rendered into it (only with
+                      Helicone-Prompt-Id or a body `prompt_id`; versions from memory, see
+                      ../prompts/), `stream_options.include_usage` added to OpenAI-style streams,
+                      the cache key, the retry policy and fallback targets; a refusal (400, 404,
+                      408, 503) is answered and recorded          (routes.py, forward.py, ../prompts/)
     3. cache read     only with Helicone-Cache-*: exact key, then semantic; a hit is replayed
                       and skips everything below but the record                  (caching.py)
     4. rate limit     only with Helicone-RateLimit-Policy: take from the bucket or answer 429

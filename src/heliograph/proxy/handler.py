@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ import orjson
 
 from ..budgets import BudgetCache
 from ..errors import (BadRequest, BudgetExceeded, GatewayError, NotFound, PayloadTooLarge, RequestTimeout,
-                      UpstreamTimeout)
+                      Unavailable, UpstreamTimeout)
 from ..pricing import parse_overrides
+from ..prompts import PromptError, PromptRegistry, RegistryUnavailable
+from ..prompts import render as prompts
 from ..recording.ids import RequestIds, new_request_id
-from ..recording.record import UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
+from ..recording.record import MAX_PROPERTIES, UNRECORDED_HEADERS, RawRecord, helicone_problem, redact_url
 from ..settings import Settings
 from ..state import State
 from . import budgets, caching, limiting, routes
@@ -42,6 +45,9 @@ USAGE_INJECTABLE = (b"/chat/completions", b"/completions")
 NO_KEYS: Mapping[str, str] = {}
 # allow_unauthenticated on loopback: calls without Helicone-Auth go to the default project.
 ANONYMOUS = KeyInfo("", DEFAULT_PROJECT, "proxy")
+# An in-process call (the dashboard's prompt playground, app.py) carries its key here; servers never
+# put this in a scope, so a client cannot.
+KEY_IN_SCOPE = "heliograph.key"
 # Refusals named in X-Helicone-Error, as Helicone names them.
 SIGNALLED_ERRORS = frozenset({"rate_limited", "budget_exceeded"})
 
@@ -56,13 +62,15 @@ class Proxy:
     def __init__(self, settings: Settings, keys: KeyCache, submit: Callable[[RawRecord], None],
                  metrics: ProxyMetrics, state: State, ids: RequestIds | None = None,
                  budgets: BudgetCache | None = None,
-                 project_keys: Callable[[str], Mapping[str, str]] | None = None) -> None:
+                 project_keys: Callable[[str], Mapping[str, str]] | None = None,
+                 prompts: PromptRegistry | None = None) -> None:
         self.providers = routes.with_overrides(dict(settings.upstreams))
         self.provider_keys = dict(settings.provider_keys)
         # A project's own provider keys (vault.py, in memory), before the deployment's provider_keys.
         self.project_keys = project_keys or (lambda project: NO_KEYS)
         self.gateway_allow = frozenset(settings.gateway_allow)
         self.require_auth = not settings.allow_unauthenticated
+        self.tracing = bool(settings.otel_endpoint)     # span ids decided here; the span made by the recorder
         self.body_timeout = settings.body_timeout
         self.max_body = settings.max_request_body_bytes
         self.keys = keys
@@ -74,6 +82,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self.state = state
         self.budgets = budgets or BudgetCache(list)     # none: the stage is one empty-dict lookup
+        self.prompts = prompts                          # none: prompt headers are only recorded
         self.overrides = parse_overrides(settings.prices)
         openai = self.providers["openai"]
         self.embedder = caching.Embedder(openai.origin, settings.semantic_cache_model,
@@ -131,8 +140,11 @@ class Proxy:
         call.forward, call.helicone, call.path = _split_headers(scope["headers"], scope["path"])
         call.family = _family_hint(call.path)
         key = ANONYMOUS
+        given = scope.get(KEY_IN_SCOPE)
         try:
-            if self.require_auth or "helicone-auth" in call.helicone:
+            if isinstance(given, KeyInfo):      # an in-process call made for a logged-in dashboard user
+                key = given
+            elif self.require_auth or "helicone-auth" in call.helicone:
                 key = await self.keys.authenticate(call.helicone.get("helicone-auth"))
         except GatewayError as exc:
             call.request_id = new_request_id()  # for the client's logs; nothing is recorded
@@ -152,6 +164,8 @@ class Proxy:
         """Route, check the Helicone-* headers, read the body, plan the cache and the targets."""
         helicone, record = call.helicone, call.record
         assert record is not None
+        if self.tracing:
+            _trace(call.forward, record)
         replaces_primary = call.path.startswith("/gateway/") and "helicone-fallbacks" in helicone
         route = None if replaces_primary else self._route(call.path, call.query, helicone)
         call.family = record.family = route.provider.family if route else call.family
@@ -159,6 +173,8 @@ class Proxy:
             raise BadRequest(problem + ".")
         call.retry = forward_.parse_retry(helicone)
         body = record.request_body = await _read_body(call.receive, self.body_timeout, self.max_body)
+        if self.prompts is not None and prompts.wanted(helicone, body, call.path):
+            body = await self._render_prompt(call, self.prompts, body)
         upstream_url = route.upstream_url if route else call.path + call.query
         call.body, call.strip_usage = _inject_stream_usage(upstream_url, body, helicone)
         if caching.wants_cache(helicone):
@@ -172,6 +188,27 @@ class Proxy:
         first = call.targets[0]
         record.provider, record.family, record.target_url = first.provider.name, first.provider.family, redact_url(first.url)
         record.request_body = call.body
+
+    async def _render_prompt(self, call: Call, registry: PromptRegistry, body: bytes) -> bytes:
+        """A prompt's version compiled into the body (prompts/render.py); before the cache key, so
+        the rendered request is what is cached and sent."""
+        assert call.key is not None and call.record is not None
+        try:
+            rendered = await prompts.render(registry, call.key.project_id, call.key.id or None, call.helicone, body)
+        except PromptError as exc:
+            raise BadRequest(str(exc)) from None
+        except RegistryUnavailable as exc:
+            raise Unavailable(f"The prompt registry is unavailable: {exc}; try again shortly.") from None
+        if rendered is None:
+            return body
+        record = call.record
+        record.prompt_id, record.prompt_version, record.prompt_inputs = (rendered.prompt_id, rendered.version_id,
+                                                                         rendered.inputs)
+        if rendered.legacy:     # as Helicone: each input also a property, Helicone-Prompt-Input-<key>
+            room = MAX_PROPERTIES - sum(1 for name in call.helicone if name.startswith("helicone-property-"))
+            for name, value in list(rendered.inputs.items())[:max(0, room)]:
+                call.helicone.setdefault(f"helicone-property-helicone-prompt-input-{name.lower()}", str(value))
+        return rendered.body
 
     async def _answer_from_cache(self, call: Call) -> bool:
         plan = call.cache_plan
@@ -217,6 +254,8 @@ class Proxy:
         if outcome.response is None:
             assert outcome.error is not None
             record.error = "upstream_timeout" if isinstance(outcome.error, UpstreamTimeout) else "upstream_unavailable"
+            log.warning("request %s: %s (%s after %d attempts)", call.request_id, outcome.error.message,
+                        record.error, max(1, len(outcome.attempts)))
             await call.error(outcome.error)
             return
         answered_at = time.perf_counter()
@@ -359,6 +398,34 @@ def _add_provider_key(provider: routes.Provider, forward: list[tuple[bytes, byte
         return
     name, value = forward_.credential_header(provider, secret)
     forward.append((name.encode(), value.encode()))
+
+
+def _trace(forward: list[tuple[bytes, bytes]], record: RawRecord) -> None:
+    """W3C trace context: the client's traceparent (if valid) is our span's parent, and the provider
+    gets our span as its parent instead; without one, this call starts a trace."""
+    trace_id, parent, flags = "", "", "01"
+    for index, (name, value) in enumerate(forward):
+        if name == b"traceparent":
+            del forward[index]
+            parts = value.decode("latin-1").strip().lower().split("-")
+            if (len(parts) >= 4 and len(parts[0]) == 2 and parts[0] != "ff" and len(parts[1]) == 32
+                    and len(parts[2]) == 16 and len(parts[3]) == 2 and _hex(parts[1]) and _hex(parts[2])
+                    and _hex("1" + parts[3])):
+                trace_id, parent, flags = parts[1], parts[2], parts[3]
+            break
+    if not trace_id:
+        trace_id = secrets.token_hex(16)
+    span_id = secrets.token_hex(8)
+    forward.append((b"traceparent", f"00-{trace_id}-{span_id}-{flags}".encode()))
+    record.trace = f"{trace_id}-{span_id}-{parent}-{flags}"
+
+
+def _hex(text: str) -> bool:
+    """A non-zero hexadecimal number (W3C: all-zero ids are invalid)."""
+    try:
+        return int(text, 16) != 0
+    except ValueError:
+        return False
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

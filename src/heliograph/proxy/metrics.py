@@ -27,11 +27,24 @@ class ProxyMetrics:
                                   "Time the gateway itself added to a request.",
                                   buckets=OVERHEAD_BUCKETS, registry=registry)
 
+        # Children by label values, looked up once: `labels()` costs ~2.5 µs a call, on every request.
+        # Bounded as the labels are: providers of the route table and status classes.
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
+
     def observe(self, record: RawRecord) -> None:
-        self.requests.labels(record.provider, f"{record.status // 100}xx").inc()
+        provider = record.provider
+        key = (provider, record.status // 100)
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = self.requests.labels(provider, f"{key[1]}xx")
+        requests.inc()
         if record.error:
-            self.errors.labels(record.provider, record.error).inc()
-        self.latency.labels(record.provider).observe(record.latency_ms / 1000)
+            self.errors.labels(provider, record.error).inc()
+        latency = self._latency.get(provider)
+        if latency is None:
+            latency = self._latency[provider] = self.latency.labels(provider)
+        latency.observe(record.latency_ms / 1000)
         self.overhead.observe(record.gateway_overhead_ms / 1000)
 
     def observe_refused(self, status: int) -> None:

@@ -174,3 +174,8 @@ def gateway_target(target_url: str, allowed_origins: frozenset[str]) -> GatewayT
         return (f"Helicone-Target-URL {origin} is not an allowed provider; "
                 "add the origin to HELIOGRAPH_GATEWAY_ALLOW to allow it")
     return GatewayTarget(origin, provider, "anthropic" if provider == "anthropic" else "openai")
+
+
+def known_names() -> frozenset[str]:
+    """Every provider name a setting may mention: the route table's and the generic gateway's."""
+    return frozenset(PROVIDERS) | frozenset(KNOWN_HOSTS.values())

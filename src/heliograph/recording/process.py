@@ -127,8 +127,11 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
         "error": raw.error or (f"http_{raw.status}" if raw.status >= 400 else None),
         "cache_enabled": raw.cache_hit or h.get("helicone-cache-enabled", "").lower() == "true",
         "cache_reference_id": raw.cache_reference_id,
-        "prompt_id": h.get("helicone-prompt-id"),
-        "prompt_version": None,
+        "prompt_id": raw.prompt_id or h.get("helicone-prompt-id"),
+        "prompt_version": raw.prompt_version,
+        # Inputs are request content: omitted with the request body.
+        "prompt_inputs": (orjson.dumps(raw.prompt_inputs).decode()
+                          if raw.prompt_inputs is not None and h.get("helicone-omit-request") != "true" else None),
         "attempts": orjson.dumps(raw.attempts).decode(),
         "fallback_index": raw.fallback_index,
         "project_id": raw.project_id,

@@ -81,6 +81,11 @@ class RawRecord:
     cache_reference_id: str | None = None
     cost_override: float | None = None  # USD the caller stated (async logging's providerResponse.cost)
     project_id: str = "default"         # the key's project: every record belongs to one
+    prompt_id: str | None = None        # a rendered prompt's id (from the header or the body's prompt_id)
+    prompt_version: str | None = None   # and the version id it was rendered from
+    prompt_inputs: dict[str, Any] | None = None   # the variables it was rendered with
+    trace: str | None = None            # "<trace id>-<our span id>-<client's span id or ''>-<flags>" when tracing
+    observed: bool = False              # the recorder's observer has seen it (metrics count a call once)
 
     def to_json(self) -> bytes:
         data = asdict(self)

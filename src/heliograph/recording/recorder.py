@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..pricing import PriceOverride
 from .journal import Journal
@@ -78,11 +78,26 @@ def clamp_numbers(row: dict[str, Any]) -> bool:
     return changed
 
 
+def _ids(batch: Sequence[RawRecord], shown: int = 5) -> str:
+    """The request ids of a batch for a log line: the first few, and how many more."""
+    more = f" and {len(batch) - shown} more" if len(batch) > shown else ""
+    return ", ".join(record.id for record in batch[:shown]) + more
+
+
+class Observer(Protocol):
+    """Told of each call once, when its row is first built (access line, metrics, spans), and of
+    each batch written. Runs in the writer thread; an exception is logged and counted, never fatal."""
+
+    def recorded(self, record: RawRecord, row: Mapping[str, Any]) -> None: ...
+    def batch_written(self, size: int, seconds: float) -> None: ...
+
+
 class Recorder:
     def __init__(self, insert: Insert, journal: Journal, *, overrides: Mapping[str, PriceOverride],
                  queue_size: int, batch_size: int, flush_ms: int, drain_timeout: float,
-                 unavailable: tuple[type[BaseException], ...]) -> None:
+                 unavailable: tuple[type[BaseException], ...], observer: Observer | None = None) -> None:
         self._insert = insert
+        self._observer = observer
         self.journal = journal
         self._overrides = overrides
         self._unavailable = unavailable
@@ -178,7 +193,8 @@ class Recorder:
         while self._overflow:
             spilled.append(self._overflow.popleft())
         if spilled:
-            log.warning("recorder queue full: %d records go to the journal", len(spilled))
+            log.warning("recorder queue full: %d records go to the journal (request ids %s)", len(spilled),
+                        _ids(spilled))
             self._to_journal(spilled)
 
     def _rows(self, batch: list[RawRecord]) -> list[dict[str, Any]]:
@@ -196,12 +212,20 @@ class Recorder:
             if clamp_numbers(row):
                 self.clamped += 1
                 log.error("record %s had numbers out of range (tokens, cost or times); stored clamped", record.id)
+            if self._observer is not None and not record.observed:
+                record.observed = True      # a batch journaled after this is not counted again at replay
+                try:
+                    self._observer.recorded(record, row)
+                except Exception:
+                    self.internal_errors += 1
+                    log.exception("could not log or count record %s", record.id)
             rows.append(row)
         return rows
 
     def _write(self, batch: list[RawRecord]) -> None:
         """Store the batch; raises only when the store is unavailable."""
         rows = self._rows(batch)
+        started = time.perf_counter()
         try:
             reassigned = self._insert(rows)
         except self._unavailable:
@@ -211,6 +235,8 @@ class Recorder:
             self._write_one_by_one(batch, rows)
             return
         self.written += len(batch)
+        if self._observer is not None:
+            self._observer.batch_written(len(batch), time.perf_counter() - started)
         self._reassigned(reassigned)
 
     def _reassigned(self, pairs: list[tuple[str, str]] | None) -> None:
@@ -239,7 +265,8 @@ class Recorder:
             self._write(batch)
         except self._unavailable as exc:
             self._store_failed(exc)
-            log.warning("store unavailable (%s); %d records go to the journal", exc, len(batch))
+            log.warning("store unavailable (%s); %d records go to the journal (request ids %s)", exc, len(batch),
+                        _ids(batch))
             self._to_journal(batch)
 
     def _to_journal(self, batch: list[RawRecord]) -> None:
@@ -248,8 +275,8 @@ class Recorder:
         except OSError:
             # The journal is the last place a record can go; with it gone, say so loudly.
             self.internal_errors += len(batch)
-            log.exception("could not write %d records to the journal in %s; they are lost",
-                          len(batch), self.journal.directory)
+            log.exception("could not write %d records to the journal in %s; they are lost (request ids %s)",
+                          len(batch), self.journal.directory, _ids(batch))
             return
         self.journaled += len(batch)
         if self.journal_since is None:

@@ -47,7 +47,9 @@ from .rollup_schema import (
     Family,
 )
 
-GROUPS = ("model", "provider", "status", "user", "request_name")    # and "property:<key>"
+# and "property:<key>"; prompt_version is read from the rows (no rollup keeps it): compare versions
+# with a filter on prompt_id.
+GROUPS = ("model", "provider", "status", "user", "request_name", "prompt_version")
 PROPERTY_GROUP = "property:"
 MAX_BUCKETS = 20_000
 EXACT_LIMIT = 1_000_000     # rows read from `requests` past which percentiles come from histograms
@@ -56,7 +58,7 @@ _NEGATIONS = ("not-equals", "not-contains")
 BRIEF = ("requests", "cost_nusd", "unpriced", "latency_sum_us")     # the sums a brief query reads
 
 _RAW_GROUP = {None: "NULL", "model": "r.model", "provider": "r.provider", "status": "r.status",
-              "user": "r.user_id", "request_name": "r.request_name"}
+              "user": "r.user_id", "request_name": "r.request_name", "prompt_version": "r.prompt_version"}
 _TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_read_tokens",
            "prompt_cache_write_tokens", "reasoning_tokens")
 # SUMS (rollup_schema.py) over raw rows, in their order and integer units, as Cell.add_row adds them.

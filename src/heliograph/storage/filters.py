@@ -75,7 +75,7 @@ _REQUEST_COLUMNS = [
     _col("cache_enabled", "boolean"), _col("cache_reference_id", "text"),
     # A cache hit is the one case where the record points at the request it was served from.
     _col("cached", "boolean", "(r.cache_reference_id IS NOT NULL)"),
-    _col("prompt_id", "text"), _col("prompt_version", "number"), _col("request_name", "text"),
+    _col("prompt_id", "text"), _col("prompt_version", "text"), _col("request_name", "text"),
     _col("session_id", "text"), _col("session_path", "text"), _col("session_name", "text"),
     _col("path", "text"), _col("target_url", "text"), _col("pricing_status", "text"),
     Column("properties", "property"), Column("scores", "score"), Column(FEEDBACK_SCORE, "feedback"),

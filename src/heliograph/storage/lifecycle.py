@@ -249,15 +249,20 @@ class Lifecycle:
             ph = self.dialect.placeholder
             # Bodies carry their own created_at (migration 020): the range read starts at the oldest
             # body still there, never re-reading rows whose bodies are already gone.
-            sql = (f"DELETE FROM request_bodies WHERE id IN "
-                   f"(SELECT id FROM request_bodies WHERE created_at < {ph} LIMIT {ph})")
+            select = f"SELECT id FROM request_bodies WHERE created_at < {ph} LIMIT {ph}"
             cutoff = now - int(body_days * DAY_MS)
             # A read first: most passes find nothing, and then never take SQLite's write lock.
             expired = self._rows(f"SELECT 1 AS x FROM request_bodies WHERE created_at < {ph} LIMIT 1", (cutoff,))
             while expired:
                 started = time.monotonic()
                 with self._transaction() as tx:
-                    count = int(tx.execute(sql, (cutoff, batch)).rowcount)
+                    ids = [row["id"] for row in tx.execute(select, (cutoff, batch)).fetchall()]
+                    marks = ", ".join([ph] * len(ids))
+                    # A rendered prompt's inputs are request content too: they go with the body.
+                    if ids:
+                        tx.execute(f"UPDATE requests SET prompt_inputs = NULL WHERE prompt_inputs IS NOT NULL "
+                                   f"AND id IN ({marks})", ids)
+                    count = int(tx.execute(f"DELETE FROM request_bodies WHERE id IN ({marks})", ids).rowcount) if ids else 0
                 bodies += count
                 if count < batch:
                     break

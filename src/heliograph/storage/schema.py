@@ -24,7 +24,7 @@ REQUEST_COLUMNS = (
     "prompt_cache_write_tokens", "reasoning_tokens", "cost", "pricing_status",
     "latency_ms", "ttft_ms", "gateway_overhead_ms", "streamed", "partial", "error",
     "cache_enabled", "cache_reference_id", "prompt_id", "prompt_version", "attempts", "fallback_index",
-    "project_id",
+    "project_id", "prompt_inputs",
 )
 
 # Stored as 0/1 by SQLite and as booleans by PostgreSQL; the stores hand out bools.
@@ -218,6 +218,112 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("028_requests_cache_hits", """
         CREATE INDEX requests_cache_hits ON requests (project_id, created_at, cache_reference_id, model, latency_ms)
         WHERE cache_reference_id IS NOT NULL"""),
+    # Prompt management (issue 11, heliograph/prompts/): prompts of a project, immutable versions
+    # (the whole body template), environments pointing at one version each, and every move of an
+    # environment. `updated_at` changes with any of them: gateways poll it to refresh their copy.
+    # A record's prompt_version is a version id (text; the seed's column was an integer nobody wrote)
+    # and its prompt_inputs the variables it was rendered with (JSON).
+    ("029_prompts", {"sqlite": """
+        CREATE TABLE prompts (
+            project_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]',
+            kind TEXT NOT NULL CHECK (kind IN ('managed', 'auto')),
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (project_id, id)
+        );
+        CREATE TABLE prompt_versions (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            major INTEGER NOT NULL,
+            minor INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            variables TEXT NOT NULL,
+            body_hash TEXT NOT NULL,
+            commit_message TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL,
+            created_by TEXT,
+            created_at BIGINT NOT NULL,
+            UNIQUE (project_id, prompt_id, major, minor)
+        );
+        CREATE INDEX prompt_versions_hash ON prompt_versions (project_id, prompt_id, body_hash);
+        CREATE TABLE prompt_environments (
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version_id TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            updated_by TEXT,
+            PRIMARY KEY (project_id, prompt_id, name)
+        );
+        CREATE TABLE prompt_environment_moves (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            from_version_id TEXT,
+            to_version_id TEXT,
+            moved_by TEXT,
+            moved_at BIGINT NOT NULL
+        );
+        CREATE INDEX prompt_environment_moves_prompt ON prompt_environment_moves (project_id, prompt_id, moved_at);
+        ALTER TABLE requests ADD COLUMN prompt_inputs TEXT;
+        CREATE INDEX requests_prompt ON requests (project_id, prompt_id, prompt_version, created_at)""",
+        "postgres": """
+        CREATE TABLE prompts (
+            project_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]',
+            kind TEXT NOT NULL CHECK (kind IN ('managed', 'auto')),
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (project_id, id)
+        );
+        CREATE TABLE prompt_versions (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            major INTEGER NOT NULL,
+            minor INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            variables TEXT NOT NULL,
+            body_hash TEXT NOT NULL,
+            commit_message TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL,
+            created_by TEXT,
+            created_at BIGINT NOT NULL,
+            UNIQUE (project_id, prompt_id, major, minor)
+        );
+        CREATE INDEX prompt_versions_hash ON prompt_versions (project_id, prompt_id, body_hash);
+        CREATE TABLE prompt_environments (
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version_id TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            updated_by TEXT,
+            PRIMARY KEY (project_id, prompt_id, name)
+        );
+        CREATE TABLE prompt_environment_moves (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            from_version_id TEXT,
+            to_version_id TEXT,
+            moved_by TEXT,
+            moved_at BIGINT NOT NULL
+        );
+        CREATE INDEX prompt_environment_moves_prompt ON prompt_environment_moves (project_id, prompt_id, moved_at);
+        ALTER TABLE requests ADD COLUMN prompt_inputs TEXT;
+        ALTER TABLE requests ALTER COLUMN prompt_version TYPE TEXT USING prompt_version::text;
+        CREATE INDEX requests_prompt ON requests (project_id, prompt_id, prompt_version, created_at)"""}),
     # Alerts and webhooks (issue 12, storage/alerts.py). A rule's definition is one JSON document
     # (checked by heliograph/alerts/rules.py before it is stored); its state is one row per group.
     # `deliveries` is the outbox of every notification and per-request webhook call: rows written

@@ -35,6 +35,7 @@ from .filters import Dialect, Node
 from .alerts import AlertStore
 from .analytics import AnalyticsQueries
 from .budgets import BudgetStore
+from .prompts import PromptStore
 from .cache_stats import CacheStats
 from .credentials import ProviderCredentials
 from .lifecycle import Lifecycle
@@ -91,7 +92,7 @@ _SCORES_CHUNK = 500
 
 
 class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, ProviderCredentials, BudgetStore,
-               CacheStats, AlertStore, Outbox):
+               PromptStore, CacheStats, AlertStore, Outbox):
     dialect: ClassVar[Dialect]
     unavailable_errors: ClassVar[tuple[type[Exception], ...]] = ()
     for_update: ClassVar[str] = ""      # row lock for read-modify-write, where the dialect has one

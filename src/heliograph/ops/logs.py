@@ -1,0 +1,78 @@
+"""One logging setup for uvicorn and Heliograph: text or JSON lines on stderr.
+
+The same dictConfig is handed to uvicorn (`log_config`), which applies it in the supervisor and in
+every worker it starts, so all processes write the same format. Two loggers keep INFO whatever
+`log_level` says, as a web server's access log is independent of its error log: the start-up
+banner (`heliograph.banner`) and the access lines (`heliograph.access`, off with `access_log`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from ..settings import Settings
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+BANNER = "heliograph.banner"
+ACCESS = "heliograph.access"
+# LogRecord attributes that are not fields someone passed in `extra`.
+STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601 UTC), level, logger, message, the `extra` fields, and
+    the exception's traceback as `exc_info` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = time.gmtime(record.created)
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", seconds) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):    # an access line: its fields at the top, no text to parse
+            data["message"] = "request"
+            data.update(access)
+            return orjson.dumps(data, default=str).decode()
+        data["message"] = record.getMessage()
+        for name, value in record.__dict__.items():
+            if name not in STANDARD_ATTRIBUTES and not name.startswith("_") and name != "color_message":
+                data[name] = value
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return orjson.dumps(data, default=str).decode()
+
+
+def log_config(settings: Settings) -> dict[str, Any]:
+    """logging.config.dictConfig for every process of `serve`."""
+    level = settings.log_level.upper()
+    formatter: dict[str, Any] = ({"()": "heliograph.ops.logs.JsonFormatter"} if settings.log_format == "json"
+                                 else {"format": TEXT_FORMAT})
+    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": formatter},
+        "handlers": {"main": handler},
+        "root": {"level": level, "handlers": ["main"]},
+        "loggers": {
+            # uvicorn's loggers would otherwise keep their own handlers and formats.
+            "uvicorn": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            "heliograph": {"level": level, "handlers": [], "propagate": True},
+            BANNER: {"level": "INFO", "handlers": [], "propagate": True},
+            ACCESS: {"level": "INFO" if settings.access_log else "CRITICAL", "handlers": [], "propagate": True},
+        },
+    }
+
+
+def setup_logging(settings: Settings) -> None:
+    """Apply `log_config` in this process (before uvicorn does, so the banner uses it too)."""
+    import logging.config
+    logging.config.dictConfig(log_config(settings))
