@@ -615,7 +615,7 @@ def test_two_gateways_on_one_redis_enforce_one_budget(fake: FakeUpstream, tmp_pa
                 break
             remaining.append(float(raw.headers["helicone-budget-remaining"]))
             costs.append(CALL_COST)
-            time.sleep(0.05)
+            time.sleep(0.3)     # the charge lands in Redis after the answer; a loaded CI machine needs more than 50 ms
         assert refused is not None and len(costs) == 3
         assert remaining == pytest.approx([CAP, CAP - CALL_COST, CAP - 2 * CALL_COST], abs=1e-6)
         for client in clients:

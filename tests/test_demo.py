@@ -84,6 +84,10 @@ def test_demo_verifies_itself_and_prints_a_readable_record_id(tmp_path: Path) ->
     rows = stored(tmp_path, f"SELECT key_id FROM requests WHERE id = '{record_id}'")
     assert len(rows) == 1 and rows[0][0] is not None
     assert stored(tmp_path, "SELECT count(*) FROM requests") == [(COUNT,)]
+    # A managed prompt for /prompts: two versions of one template, each with its calls.
+    versions = stored(tmp_path, "SELECT prompt_version, count(*) FROM requests WHERE prompt_id = 'support-answer' "
+                                "GROUP BY prompt_version")
+    assert len(versions) == 2 and all(version and calls for version, calls in versions), versions
 
     export = re.search(r"requests export --db (\S+) --since (\S+) --limit 5", result.stdout)
     assert export, result.stdout

@@ -50,6 +50,8 @@ from .testing import FakeUpstream
 
 USERS = [f"user-{n:02d}" for n in range(1, 13)]
 FEATURES = ["support-bot", "summarizer", "search", "code-review"]
+SUPPORT_PROMPT = ("You answer support questions for Acme in two sentences.",
+                  "You answer support questions for Acme briefly and kindly, naming the customer.")
 PROMPTS = [
     "Summarize the quarterly report in three bullet points",
     "Write a friendly reply to a customer asking about refunds",
@@ -315,6 +317,17 @@ def _one_call(rng: random.Random, n: int, run: str) -> Call:
         headers["X-Fake-Scenario"] = rng.choice(["status=429", "status=500", "status=400"])
     stream = rng.random() < 0.3
     prompt = rng.choice(PROMPTS)
+    if n % 7 == 3:
+        # A managed prompt on every 7th call: the template is versioned by the gateway (a reworded
+        # system message every other time makes version 2), so /prompts compares two versions.
+        # One model, unstreamed: the template is the whole body, so each would be a version of its own.
+        headers |= {"Helicone-Prompt-Id": "support-answer",
+                    "Helicone-Prompt-Variables": json.dumps({"customer": user, "question": prompt}),
+                    "Authorization": "Bearer demo-provider-key"}
+        return OPENAI_STYLE[0][0] + "/chat/completions", headers, {
+            "model": OPENAI_STYLE[0][1][0],
+            "messages": [{"role": "system", "content": SUPPORT_PROMPT[n // 7 % 2]},
+                         {"role": "user", "content": "{{customer}} asks: {{question}}"}]}
     if rng.random() < 0.25:
         model = rng.choice(ANTHROPIC_MODELS)
         headers |= {"x-api-key": "demo-provider-key", "anthropic-version": "2023-06-01"}

@@ -35,7 +35,7 @@ CSV_FIELDS = (
     "prompt_cache_read_tokens", "prompt_cache_write_tokens", "reasoning_tokens", "cost", "pricing_status",
     "prompt_id", "prompt_version", "prompt_inputs", "scores", "cache_enabled", "cache_reference_id", "request_name",
     "session_id", "session_path", "session_name", "streamed", "partial", "error", "attempts",
-    "fallback_index", "gateway_overhead_ms", "key_id",
+    "fallback_index", "gateway_overhead_ms", "key_id", "project_id",
 )
 
 
