@@ -194,3 +194,20 @@ def test_rules_are_answered_from_the_rollups_not_the_rows(store: Store) -> None:
         if row["model"]:
             counted[row["model"]] = counted.get(row["model"], 0) + 1
     assert {s["group_key"]: s["requests"] for s in evaluation.states} == counted
+
+
+def test_the_dashboard_form_keeps_channels_it_does_not_show() -> None:
+    from starlette.datastructures import FormData
+
+    from heliograph.dashboard.alerts import rule_from_form
+
+    hooks = [{"type": "webhook", "url": f"https://example.com/{n}", "secret": f"secret-{n}-long"} for n in range(2)]
+    old = {"channels": [*hooks, {"type": "slack", "url": "https://hooks.slack.com/a"},
+                        {"type": "slack", "url": "https://hooks.slack.com/b"}]}
+    form = FormData([("name", "errors"), ("metric", "error_rate"), ("threshold", "5"), ("window", "5m"),
+                     ("webhook_url", "https://example.com/0"), ("slack_url", "https://hooks.slack.com/a")])
+    rule = rule_from_form(form, old)
+    assert [(c["type"], c["url"]) for c in rule["channels"]] == [
+        ("webhook", "https://example.com/0"), ("slack", "https://hooks.slack.com/a"),
+        ("webhook", "https://example.com/1"), ("slack", "https://hooks.slack.com/b")]
+    assert rule["channels"][2]["secret"] == "secret-1-long" and rule["channels"][0]["secret"] == "secret-0-long"

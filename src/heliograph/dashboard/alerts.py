@@ -51,6 +51,13 @@ def rule_from_form(form: FormData, old: dict[str, Any] | None = None) -> dict[st
         channels.append({"type": "slack", "url": slack})
     if emails := [a.strip() for a in str(form.get("email_to") or "").replace(";", ",").split(",") if a.strip()]:
         channels.append({"type": "email", "to": emails})
+    if old is not None:
+        # The form shows the first channel of each type (the API can add more): keep the others.
+        shown: set[str] = set()
+        for channel in old["channels"]:
+            if channel["type"] in shown:
+                channels.append(channel)
+            shown.add(channel["type"])
     raw_filter: Any = "all"
     if text := str(form.get("filter") or "").strip():
         try:
