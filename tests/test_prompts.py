@@ -628,7 +628,7 @@ def test_metrics_by_version_and_inputs_leave_with_the_bodies(book: Any) -> None:
     assert found["pv_a"]["avg_latency_ms"] == 200.0 and found["pv_a"]["p50_latency_ms"] == 200.0
     assert found["pv_a"]["scores"] == {"accuracy": 70.0} and found["pv_b"]["scores"] == {}
     assert book.prompt_version_metrics("other", "p", start=0) == []
-    assert book.prompt_usage("default", start=0)["p"]["requests"] == 5
+    assert book.prompt_usage("default", ["p", "q"], start=0) == {"p": {"requests": 5, "cost": pytest.approx(0.005), "unpriced": 0}}
     assert book.get_request("r0", project="default")["prompt_inputs"] == '{"n": 0}'
     book.prune(body_days=1, metrics_days=0, now_ms=T0 + 2 * day)
     assert book.get_request("r0", project="default")["prompt_inputs"] is None

@@ -46,7 +46,7 @@ async def prompts_page(request: Request, ctx: Ctx) -> Response:
     span, start = _start(request)
     search = (request.query_params.get("q") or "").replace("\x00", "").strip()
     rows = await ctx.call(ctx.store.list_prompts, ctx.project, search=search)
-    usage = await ctx.call(ctx.store.prompt_usage, ctx.project, start=start)
+    usage = await ctx.call(ctx.store.prompt_usage, ctx.project, [row["id"] for row in rows], start=start)
     return render(request, ctx, "prompts.html", prompts=rows, usage=usage, search=search, span=span,
                   ranges=list(RANGES))
 

@@ -289,12 +289,18 @@ class PromptStore(QueryMixin):
                 found[(row["project_id"], row["id"])] = int(row["updated_at"])
         return found
 
-    def prompt_usage(self, project: str, *, start: int = 0) -> dict[str, dict[str, Any]]:
-        """Prompt id → {"requests", "cost", "unpriced"} of the calls recorded since `start`."""
-        rows = self._rows(self._q(
-            "SELECT prompt_id, count(*) AS requests, SUM(cost) AS cost, "
-            "SUM(CASE WHEN pricing_status = 'unpriced' THEN 1 ELSE 0 END) AS unpriced FROM requests "
-            "WHERE project_id = ? AND prompt_id IS NOT NULL AND created_at >= ? GROUP BY prompt_id"), (project, start))
+    def prompt_usage(self, project: str, ids: Sequence[str], *, start: int = 0) -> dict[str, dict[str, Any]]:
+        """Prompt id (of `ids`) → {"requests", "cost", "unpriced"} of the calls recorded since `start`."""
+        # By id, through the requests_prompt index: "prompt_id IS NOT NULL" (or a join) sends the
+        # planner down the time index, through every call of the range (370 ms at 1 M rows).
+        rows: list[dict[str, Any]] = []
+        for first in range(0, len(ids), 500):
+            chunk = ids[first:first + 500]
+            rows += self._rows(self._q(
+                "SELECT prompt_id, count(*) AS requests, SUM(cost) AS cost, "
+                "SUM(CASE WHEN pricing_status = 'unpriced' THEN 1 ELSE 0 END) AS unpriced FROM requests "
+                f"WHERE project_id = ? AND prompt_id IN ({', '.join('?' * len(chunk))}) AND created_at >= ? "
+                "GROUP BY prompt_id"), (project, *chunk, start))
         return {row["prompt_id"]: {"requests": int(row["requests"]), "cost": float(row["cost"] or 0.0),
                                    "unpriced": int(row["unpriced"] or 0)} for row in rows}
 
