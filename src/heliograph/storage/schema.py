@@ -33,6 +33,56 @@ BOOLEAN_COLUMNS = ("streamed", "partial", "cache_enabled")
 # SQL for both dialects; SQL per dialect; or a function given the transaction and the dialect's name.
 Step: TypeAlias = str | Mapping[str, str] | Callable[[Any, str], None]
 
+# Migration 029 (prompts): the same tables on both stores.
+_PROMPT_TABLES = """
+        CREATE TABLE prompts (
+            project_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]',
+            kind TEXT NOT NULL CHECK (kind IN ('managed', 'auto')),
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (project_id, id)
+        );
+        CREATE TABLE prompt_versions (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            major INTEGER NOT NULL,
+            minor INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            variables TEXT NOT NULL,
+            body_hash TEXT NOT NULL,
+            commit_message TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL,
+            created_by TEXT,
+            created_at BIGINT NOT NULL,
+            UNIQUE (project_id, prompt_id, major, minor)
+        );
+        CREATE INDEX prompt_versions_hash ON prompt_versions (project_id, prompt_id, body_hash);
+        CREATE TABLE prompt_environments (
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version_id TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            updated_by TEXT,
+            PRIMARY KEY (project_id, prompt_id, name)
+        );
+        CREATE TABLE prompt_environment_moves (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            from_version_id TEXT,
+            to_version_id TEXT,
+            moved_by TEXT,
+            moved_at BIGINT NOT NULL
+        );
+        CREATE INDEX prompt_environment_moves_prompt ON prompt_environment_moves (project_id, prompt_id, moved_at);"""
+
 MIGRATIONS: list[tuple[str, Step]] = [
     ("001_keys", """
         CREATE TABLE keys (
@@ -223,107 +273,11 @@ MIGRATIONS: list[tuple[str, Step]] = [
     # environment. `updated_at` changes with any of them: gateways poll it to refresh their copy.
     # A record's prompt_version is a version id (text; the seed's column was an integer nobody wrote)
     # and its prompt_inputs the variables it was rendered with (JSON).
-    ("029_prompts", {"sqlite": """
-        CREATE TABLE prompts (
-            project_id TEXT NOT NULL,
-            id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            description TEXT NOT NULL DEFAULT '',
-            tags TEXT NOT NULL DEFAULT '[]',
-            kind TEXT NOT NULL CHECK (kind IN ('managed', 'auto')),
-            created_at BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            PRIMARY KEY (project_id, id)
-        );
-        CREATE TABLE prompt_versions (
-            id TEXT PRIMARY KEY,
-            project_id TEXT NOT NULL,
-            prompt_id TEXT NOT NULL,
-            major INTEGER NOT NULL,
-            minor INTEGER NOT NULL,
-            body TEXT NOT NULL,
-            variables TEXT NOT NULL,
-            body_hash TEXT NOT NULL,
-            commit_message TEXT NOT NULL DEFAULT '',
-            source TEXT NOT NULL,
-            created_by TEXT,
-            created_at BIGINT NOT NULL,
-            UNIQUE (project_id, prompt_id, major, minor)
-        );
-        CREATE INDEX prompt_versions_hash ON prompt_versions (project_id, prompt_id, body_hash);
-        CREATE TABLE prompt_environments (
-            project_id TEXT NOT NULL,
-            prompt_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            version_id TEXT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            updated_by TEXT,
-            PRIMARY KEY (project_id, prompt_id, name)
-        );
-        CREATE TABLE prompt_environment_moves (
-            id TEXT PRIMARY KEY,
-            project_id TEXT NOT NULL,
-            prompt_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            from_version_id TEXT,
-            to_version_id TEXT,
-            moved_by TEXT,
-            moved_at BIGINT NOT NULL
-        );
-        CREATE INDEX prompt_environment_moves_prompt ON prompt_environment_moves (project_id, prompt_id, moved_at);
-        ALTER TABLE requests ADD COLUMN prompt_inputs TEXT;
-        CREATE INDEX requests_prompt ON requests (project_id, prompt_id, prompt_version, created_at)""",
-        "postgres": """
-        CREATE TABLE prompts (
-            project_id TEXT NOT NULL,
-            id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            description TEXT NOT NULL DEFAULT '',
-            tags TEXT NOT NULL DEFAULT '[]',
-            kind TEXT NOT NULL CHECK (kind IN ('managed', 'auto')),
-            created_at BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            PRIMARY KEY (project_id, id)
-        );
-        CREATE TABLE prompt_versions (
-            id TEXT PRIMARY KEY,
-            project_id TEXT NOT NULL,
-            prompt_id TEXT NOT NULL,
-            major INTEGER NOT NULL,
-            minor INTEGER NOT NULL,
-            body TEXT NOT NULL,
-            variables TEXT NOT NULL,
-            body_hash TEXT NOT NULL,
-            commit_message TEXT NOT NULL DEFAULT '',
-            source TEXT NOT NULL,
-            created_by TEXT,
-            created_at BIGINT NOT NULL,
-            UNIQUE (project_id, prompt_id, major, minor)
-        );
-        CREATE INDEX prompt_versions_hash ON prompt_versions (project_id, prompt_id, body_hash);
-        CREATE TABLE prompt_environments (
-            project_id TEXT NOT NULL,
-            prompt_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            version_id TEXT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            updated_by TEXT,
-            PRIMARY KEY (project_id, prompt_id, name)
-        );
-        CREATE TABLE prompt_environment_moves (
-            id TEXT PRIMARY KEY,
-            project_id TEXT NOT NULL,
-            prompt_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            from_version_id TEXT,
-            to_version_id TEXT,
-            moved_by TEXT,
-            moved_at BIGINT NOT NULL
-        );
-        CREATE INDEX prompt_environment_moves_prompt ON prompt_environment_moves (project_id, prompt_id, moved_at);
-        ALTER TABLE requests ADD COLUMN prompt_inputs TEXT;
-        ALTER TABLE requests ALTER COLUMN prompt_version TYPE TEXT USING prompt_version::text;
-        CREATE INDEX requests_prompt ON requests (project_id, prompt_id, prompt_version, created_at)"""}),
+    ("029_prompts", {dialect: _PROMPT_TABLES + """
+        ALTER TABLE requests ADD COLUMN prompt_inputs TEXT;""" + retype + """
+        CREATE INDEX requests_prompt ON requests (project_id, prompt_id, prompt_version, created_at)"""
+                     for dialect, retype in (("sqlite", ""), ("postgres", """
+        ALTER TABLE requests ALTER COLUMN prompt_version TYPE TEXT USING prompt_version::text;"""))}),
     # Alerts and webhooks (issue 12, storage/alerts.py). A rule's definition is one JSON document
     # (checked by heliograph/alerts/rules.py before it is stored); its state is one row per group.
     # `deliveries` is the outbox of every notification and per-request webhook call: rows written
