@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .common import _project_id, _settings, _store
+from .common import _project_id, _settings, _store, store_options
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -64,9 +64,7 @@ def alerts() -> None:
 @click.option("--secret", help="The webhooks' signing secret [generated].")
 @click.option("--slack", "slacks", multiple=True, help="A Slack incoming-webhook URL (repeatable).")
 @click.option("--email", "emails", multiple=True, help="An email address (repeatable; SMTP from the settings).")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def alerts_create(ctx: click.Context, name: str, metric: str, threshold: float, window: str, comparison: str,
                   min_requests: int, filter_json: str | None, group_by: str | None, mode: str,
                   webhooks: tuple[str, ...], secret: str | None, slacks: tuple[str, ...], emails: tuple[str, ...],
@@ -100,10 +98,8 @@ def alerts_create(ctx: click.Context, name: str, metric: str, threshold: float, 
 
 
 @alerts.command("list")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
+@store_options()
 def alerts_list(ctx: click.Context, project: str | None, db_url: str | None, as_json: bool) -> None:
     """Rules with their current state."""
     from ..alerts.rules import masked
@@ -124,9 +120,7 @@ def alerts_list(ctx: click.Context, project: str | None, db_url: str | None, as_
 
 @alerts.command("show")
 @click.argument("rule_id")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def alerts_show(ctx: click.Context, rule_id: str, project: str | None, db_url: str | None) -> None:
     """A rule, its state per group, its history and its deliveries, as JSON."""
     from ..alerts.rules import masked
@@ -141,9 +135,7 @@ def alerts_show(ctx: click.Context, rule_id: str, project: str | None, db_url: s
 
 @alerts.command("delete")
 @click.argument("rule_id")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def alerts_delete(ctx: click.Context, rule_id: str, project: str | None, db_url: str | None) -> None:
     store, project_id = _open(ctx, db_url, project)
     if not store.delete_alert(rule_id, project=project_id):
@@ -153,9 +145,7 @@ def alerts_delete(ctx: click.Context, rule_id: str, project: str | None, db_url:
 
 @alerts.command("test")
 @click.argument("rule_id")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def alerts_test(ctx: click.Context, rule_id: str, project: str | None, db_url: str | None) -> None:
     """Send a notification with state "test" to each channel now, and print what each answered."""
     from ..alerts.channels import render
@@ -225,9 +215,7 @@ def webhooks() -> None:
 @click.option("--sample-rate", type=click.FloatRange(0, 100), default=100, show_default=True, help="Percent.")
 @click.option("--property", "properties", multiple=True, help="KEY=VALUE the request must have (repeatable).")
 @click.option("--no-data", is_flag=True, help="Leave the request and response bodies out.")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def webhooks_create(ctx: click.Context, url: str, sample_rate: float, properties: tuple[str, ...], no_data: bool,
                     project: str | None, db_url: str | None) -> None:
     """Create a webhook; prints its secret, then its id alone on the last line."""
@@ -249,9 +237,7 @@ def webhooks_create(ctx: click.Context, url: str, sample_rate: float, properties
 
 
 @webhooks.command("list")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def webhooks_list(ctx: click.Context, project: str | None, db_url: str | None) -> None:
     store, project_id = _open(ctx, db_url, project)
     for hook in store.list_webhooks(project=project_id):
@@ -262,9 +248,7 @@ def webhooks_list(ctx: click.Context, project: str | None, db_url: str | None) -
 
 @webhooks.command("delete")
 @click.argument("webhook_id")
-@click.option("--project", help="The project (id or name) [default].")
-@click.option("--db", "db_url", help="Database URL.")
-@click.pass_context
+@store_options()
 def webhooks_delete(ctx: click.Context, webhook_id: str, project: str | None, db_url: str | None) -> None:
     store, project_id = _open(ctx, db_url, project)
     if not store.delete_webhook(webhook_id, project=project_id):

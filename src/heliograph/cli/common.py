@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -35,3 +36,13 @@ def _project_id(store: Any, project: str) -> str:
         return resolve_project(store, project)
     except AccessError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def store_options(project_help: str = "The project (id or name) [default].",
+                  default: str | None = None) -> Callable[[Any], Any]:
+    """A data command's --project and --db, and its click context."""
+    def decorate(command: Any) -> Any:
+        command = click.option("--db", "db_url", help="Database URL.")(command)
+        command = click.option("--project", default=default, show_default=default is not None, help=project_help)(command)
+        return click.pass_context(command)
+    return decorate

@@ -13,34 +13,17 @@ from typing import Any
 import click
 import orjson
 
-from ..settings import load_settings
+from .common import _project_id, _store, store_options
 
 VERSION_HELP = "A version id, or its number such as 1.2."
 
 
 def _book(ctx: click.Context, db_url: str | None, project: str) -> tuple[Any, str]:
-    from ..keys import AccessError, resolve_project
-    from ..storage import open_store
-    try:
-        settings = load_settings({"db_url": db_url}, (ctx.find_root().obj or {}).get("config"))
-    except (OSError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        store = open_store(settings.db_url)
-        store.migrate()
-    except Exception as exc:
-        raise click.ClickException(f"cannot open the store {settings.db_url}: {exc}") from None
-    try:
-        return store, resolve_project(store, project)
-    except AccessError as exc:
-        raise click.ClickException(str(exc)) from None
+    store = _store(ctx, db_url)
+    return store, _project_id(store, project)
 
 
-def _options(command: Any) -> Any:
-    command = click.option("--db", "db_url", help="Database URL.")(command)
-    command = click.option("--project", default="default", show_default=True,
-                           help="The project (id or name) the prompt belongs to.")(command)
-    return click.pass_context(command)
+_options = store_options("The project (id or name) the prompt belongs to.", default="default")
 
 
 def _fail(exc: Exception) -> click.ClickException:
