@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
-from pathlib import Path
 
 import orjson
 import pytest
@@ -17,23 +15,11 @@ from heliograph.settings import Settings
 from heliograph.storage import Store, open_store
 from heliograph.storage.outbox import delivery
 
+from . import test_store_contract as contract
 from .test_analytics import dataset
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'alerts.db'}"
-    fresh: Callable[[], str] = request.getfixturevalue("fresh_postgres")
-    return fresh()
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    opened.migrate()
-    yield opened
-    opened.close()
+store_url, store = contract.store_url, contract.store     # the contract suite's fixtures: both stores
 
 
 def test_one_lease_holder_until_it_expires(store: Store) -> None:
