@@ -104,6 +104,10 @@ class CallObserver:
             if self.spans is not None:
                 self.spans.export(record, row, name)
 
+    def batch_observed(self) -> None:
+        for handler in access_log.handlers:
+            handler.flush()     # the batch's access lines, in one write (logs.BatchedStreamHandler)
+
     def batch_written(self, size: int, seconds: float) -> None:
         self.runtime.batch.observe(seconds)
 

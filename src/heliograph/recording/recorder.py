@@ -85,10 +85,12 @@ def _ids(batch: Sequence[RawRecord], shown: int = 5) -> str:
 
 
 class Observer(Protocol):
-    """Told of each call once, when its row is first built (access line, metrics, spans), and of
-    each batch written. Runs in the writer thread; an exception is logged and counted, never fatal."""
+    """Told of each call once, when its row is first built (access line, metrics, spans), when a
+    batch's rows are built (what it kept of their calls goes out then), and of each batch written.
+    Runs in the writer thread; an exception is logged and counted, never fatal."""
 
     def recorded(self, record: RawRecord, row: Mapping[str, Any]) -> None: ...
+    def batch_observed(self) -> None: ...
     def batch_written(self, size: int, seconds: float) -> None: ...
 
 
@@ -220,6 +222,12 @@ class Recorder:
                     self.internal_errors += 1
                     log.exception("could not log or count record %s", record.id)
             rows.append(row)
+        if self._observer is not None:
+            try:
+                self._observer.batch_observed()
+            except Exception:
+                self.internal_errors += 1
+                log.exception("could not write the access lines of a batch")
         return rows
 
     def _write(self, batch: list[RawRecord]) -> None:
