@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from heliograph.bodies import BodyError, unpack
 from heliograph.storage import Store, StoreUnavailable, open_store
 from heliograph.storage.filters import parse_filter
 
@@ -69,8 +70,8 @@ def occurrences(store: Store, needle: str) -> list[tuple[str, str, str]]:
                 if isinstance(value, (bytes, memoryview)):
                     raw = bytes(value)
                     try:
-                        raw = zlib.decompress(raw)
-                    except zlib.error:
+                        raw = unpack(raw)
+                    except BodyError:
                         pass
                     text = raw.decode("utf-8", "replace")
                 else:

@@ -13,6 +13,7 @@ import openai
 import orjson
 import pytest
 
+from heliograph.bodies import pack, unpack
 from heliograph.pricing import billable
 from heliograph.recording.process import to_row
 from heliograph.recording.record import RawRecord
@@ -44,15 +45,22 @@ def chat_stream() -> tuple[bytes, dict[str, Any]]:
 def test_a_streamed_answer_is_stored_assembled_with_its_sse_apart() -> None:
     sse, expected = chat_stream()
     row = to_row(raw_record("/v1/chat/completions", sse, streamed=True), {})
-    assert orjson.loads(zlib.decompress(row["response_body"])) == expected
-    assert zlib.decompress(row["response_stream"]) == sse
+    assert orjson.loads(unpack(row["response_body"])) == expected
+    assert unpack(row["response_stream"]) == sse
     assert row["pricing_status"] == "priced" and row["cost"] > 0
 
 
 def test_a_stream_that_cannot_be_assembled_keeps_the_sse_as_its_body() -> None:
     sse = b'data: {"candidates": [{"content": {"parts": [{"text": "hi"}]}}]}\n\n'
     row = to_row(raw_record("/v1beta/models/gemini-2.5-flash:streamGenerateContent", sse, streamed=True), {})
-    assert zlib.decompress(row["response_body"]) == sse == zlib.decompress(row["response_stream"])
+    assert unpack(row["response_body"]) == sse == unpack(row["response_stream"])
+
+
+def test_bodies_are_stored_as_zstandard_and_older_zlib_bodies_still_read() -> None:
+    row = to_row(raw_record("/v1/chat/completions", b'{"choices": []}'), {})
+    assert row["request_body"][:4] == row["response_body"][:4] == b"\x28\xb5\x2f\xfd"   # Zstandard frames
+    assert unpack(row["response_body"]) == b'{"choices": []}' and unpack(pack(b"")) == b""
+    assert unpack(zlib.compress(b'{"model": "gpt-4o"}', 1)) == b'{"model": "gpt-4o"}'   # a store from before
 
 
 def test_json_answers_have_no_stream_and_omitted_responses_keep_none() -> None:
@@ -61,7 +69,7 @@ def test_json_answers_have_no_stream_and_omitted_responses_keep_none() -> None:
     assert plain["response_stream"] is None
     omitted = to_row(raw_record("/v1/chat/completions", sse, streamed=True, helicone={"helicone-omit-response": "true"}), {})
     assert omitted["response_stream"] is None
-    assert orjson.loads(zlib.decompress(omitted["response_body"])) == {"model": "gpt-4o-mini"}
+    assert orjson.loads(unpack(omitted["response_body"])) == {"model": "gpt-4o-mini"}
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), [

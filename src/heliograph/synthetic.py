@@ -20,7 +20,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -28,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from .bodies import pack
 from .storage import Store
 
 # provider, model, $/M prompt tokens, $/M completion tokens (None: unpriced), median latency ms, share
@@ -81,7 +81,7 @@ def _bodies(rnd: random.Random) -> list[tuple[bytes, bytes]]:
         answer = " ".join(rnd.choice(topics) for _ in range(rnd.randint(5, 80)))
         response = orjson.dumps({"id": f"chatcmpl-{n}", "object": "chat.completion", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]})
-        pool.append((zlib.compress(request, 6), zlib.compress(response, 6)))
+        pool.append((pack(request), pack(response)))
     return pool
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from ..bodies import unpack
 
 
 SESSION_HEADERS = (("Helicone-Session-Id", "session_id"), ("Helicone-Session-Path", "session_path"),
@@ -22,7 +23,7 @@ def iso(ms: int | None) -> str | None:
 def _body(blob: bytes | None) -> Any:
     if blob is None:
         return None
-    text = zlib.decompress(blob)
+    text = unpack(blob)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -30,7 +31,7 @@ def _body(blob: bytes | None) -> Any:
 
 
 def _text(blob: bytes | None) -> str | None:
-    return None if blob is None else zlib.decompress(blob).decode("utf-8", "replace")
+    return None if blob is None else unpack(blob).decode("utf-8", "replace")
 
 
 def render_request(row: dict[str, Any], *, raw_stream: bool = False) -> dict[str, Any]:

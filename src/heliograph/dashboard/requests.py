@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..api.records import render_request
+from ..bodies import unpack
 from ..export import BODY_FIELDS, Format, iter_export, iter_write, records
 from ..storage import FilterError, RequestQuery
 from ..storage.filters import ALL, SORT_COLUMNS, TABLES, Branch, Condition, Node, SortKey, parse_sort
@@ -194,7 +194,7 @@ def cursor_of(row: dict[str, Any]) -> str:
 def _text_in(row: dict[str, Any], needle: str) -> bool:
     for name in ("request_body", "response_body"):
         blob = row.get(name)
-        if blob is not None and needle in zlib.decompress(blob).decode("utf-8", "replace").lower():
+        if blob is not None and needle in unpack(blob).decode("utf-8", "replace").lower():
             return True
     return False
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from ..bodies import BodyError, unpack
 from .executor import Executor, QueryMixin
 
 BODY_LIMIT = 10 * 1024      # Helicone truncates bodies to 10 KB in webhook payloads
@@ -70,8 +70,8 @@ def _text(blob: bytes | None) -> str | None:
     if blob is None:
         return None
     try:
-        raw = zlib.decompress(blob)
-    except zlib.error:
+        raw = unpack(blob)
+    except BodyError:
         raw = blob
     return raw[:BODY_LIMIT].decode("utf-8", "replace")
 

@@ -201,7 +201,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     # the SQL is generated from the fixed histogram layout, which never changes in place.
     ("010_rollups", create_rollups_sql()),
     ("011_rollups_backfill", backfill_rollups),
-    # A streamed answer's raw SSE (zlib, like the bodies); `response` then holds the answer assembled
+    # A streamed answer's raw SSE (compressed like the bodies, bodies.py); `response` then holds the answer assembled
     # in the provider's non-stream shape (recording/assemble.py). Beside the bodies, so that body
     # retention and erasure drop it with them.
     ("022_request_bodies_response_stream", "ALTER TABLE request_bodies ADD COLUMN response_stream BYTEA"),
