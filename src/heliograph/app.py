@@ -28,6 +28,7 @@ from .dashboard import PREFIXES as DASHBOARD_PREFIXES
 from .dashboard import Dashboard, dashboard_routes
 from .errors import Overloaded
 from .ops.metrics import RecordMetrics, RuntimeMetrics, exposition, forget_worker, multiprocess_dir
+from .ops.logs import log_config
 from .ops.observe import CallObserver, SpanExporter
 from .pricing import parse_overrides
 from .auth import KeyCache, KeyInfo
@@ -43,6 +44,7 @@ from .retention import RetentionRunner
 from .settings import Settings
 from .state import open_state
 from .storage import Store, StoreUnavailable, open_store
+from .storage.writer import WriterProcess
 from .vault import ProviderKeys, VaultError, known_providers
 
 log = logging.getLogger("heliograph")
@@ -71,6 +73,8 @@ class Heliograph:
             spans = OtelSpans(settings.otel_endpoint, settings.otel_service_name)
         self.observer = CallObserver(RecordMetrics(self.registry), self.runtime_metrics, self.keys.name_of,
                                      access=settings.access_log, spans=spans)
+        # The store's writes in a child process (storage/writer.py): another core than the proxy's.
+        self.writer = WriterProcess(settings.db_url, log_config(settings)) if settings.recorder_process else None
         self.recorder = Recorder(
             self._insert, Journal(settings.journal_path),
             overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
@@ -205,9 +209,10 @@ class Heliograph:
     def _insert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         """The recorder's write (its thread); when the batch queued per-request webhook calls, the
         delivery worker is woken to send them now rather than at its next look."""
-        before = getattr(self.store, "request_calls_queued", 0)
-        reassigned = self.store.insert_requests(rows)
-        if self._loop is not None and getattr(self.store, "request_calls_queued", 0) != before:
+        target = self.writer or self.store
+        before = getattr(target, "request_calls_queued", 0)
+        reassigned = target.insert_requests(rows)
+        if self._loop is not None and getattr(target, "request_calls_queued", 0) != before:
             try:
                 self._loop.call_soon_threadsafe(self.deliveries.wake)
             except RuntimeError:        # the loop has closed (a drain at exit): the worker looks at start
@@ -259,6 +264,8 @@ class Heliograph:
         await self.alerts.close()
         await asyncio.to_thread(self.retention.stop)     # before the store closes under it
         await asyncio.to_thread(self.recorder.close)
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
         await self.deliveries.close()      # after the recorder: its last batch may have queued webhook calls
         await asyncio.to_thread(self.observer.close)     # the last spans
         await self.state.close()

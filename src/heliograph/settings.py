@@ -185,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest time a record waits in memory before it is written: what a kill -9 (or power loss) can "
             "lose of answered calls. Lower costs more transactions when traffic is light; under load batches "
             "fill by size first."),
+    Setting("recorder_process", _bool, True,
+            "Write records from a process of its own, so the store's work (rows, rollups, commit) runs on another "
+            "core than the proxy; false: from a thread of the gateway's process (one core does both)."),
     Setting("drain_timeout", _non_negative, 5.0,
             "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal "
             "(part of shutdown_timeout)."),
@@ -278,6 +281,7 @@ class Settings:
     recorder_queue_size: int = 50_000
     recorder_batch_size: int = 500
     recorder_flush_ms: int = 50
+    recorder_process: bool = True
     drain_timeout: float = 5.0
     shutdown_timeout: float = 25.0
     gateway_allow: tuple[str, ...] = ()
