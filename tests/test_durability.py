@@ -137,6 +137,7 @@ def test_journal_replay_is_idempotent(tmp_path: Path, count: int) -> None:
 def test_a_full_queue_spills_to_the_journal_and_nothing_is_lost(tmp_path: Path) -> None:
     from heliograph.recording.journal import Journal
     from heliograph.recording.record import RawRecord
+    from heliograph.recording.process import local_write
     from heliograph.recording.recorder import Recorder
 
     written: list[str] = []
@@ -147,7 +148,7 @@ def test_a_full_queue_spills_to_the_journal_and_nothing_is_lost(tmp_path: Path) 
             raise sqlite3.OperationalError("database is locked")
         written.extend(str(row["id"]) for row in rows)
 
-    recorder = Recorder(insert, Journal(tmp_path / "journal"), overrides={}, queue_size=2, batch_size=4,
+    recorder = Recorder(local_write(insert, {}), Journal(tmp_path / "journal"), queue_size=2, batch_size=4,
                         flush_ms=10, drain_timeout=5, unavailable=(sqlite3.OperationalError,))
     recorder.start()
     ids = [f"r{n}" for n in range(50)]

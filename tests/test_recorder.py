@@ -20,7 +20,8 @@ from heliograph.recording import recorder as recorder_module
 from heliograph.recording.ids import VALID_REQUEST_ID, new_request_id
 from heliograph.recording.journal import Journal
 from heliograph.recording.record import RawRecord
-from heliograph.recording.recorder import Recorder, clamp_numbers
+from heliograph.recording.process import clamp_numbers, local_write
+from heliograph.recording.recorder import Recorder
 from heliograph.storage import Store, StoreUnavailable, open_store
 
 
@@ -42,10 +43,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def make_recorder(insert: Any, journal_dir: Path, **overrides: Any) -> Recorder:
-    options: dict[str, Any] = dict(overrides={}, queue_size=1000, batch_size=50, flush_ms=10, drain_timeout=5,
+    options: dict[str, Any] = dict(queue_size=1000, batch_size=50, flush_ms=10, drain_timeout=5,
                                    unavailable=(StoreUnavailable,))
     options.update(overrides)
-    return Recorder(insert, Journal(journal_dir), **options)
+    return Recorder(local_write(insert, {}), Journal(journal_dir), **options)
 
 
 def stored(store: Store, ids: Sequence[str]) -> set[str]:

@@ -1,6 +1,6 @@
-"""The recorder's writes in a process of their own (storage/writer.py): same answers as the store's
-own insert, refusals and a dead child told apart, and through `heliograph serve`, a writer killed
-mid-traffic costs no record and stores none twice."""
+"""The recorder's work in a process of its own (writer.py): the same rows and answers as in the
+gateway's process, refusals and a dead child told apart, and through `heliograph serve`, a writer
+killed mid-traffic costs no record and stores none twice."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from heliograph.recording.process import to_row
+from heliograph.recording.process import build_rows
 from heliograph.recording.ids import new_request_id
 from heliograph.recording.record import RawRecord
 from heliograph.storage import StoreUnavailable, open_store
-from heliograph.storage.writer import StoreRefused, WriterProcess
+from heliograph.writer import BODIES, StoreRefused, WriterProcess
 from heliograph.testing import FakeUpstream
 
 from .conftest import Gateway, start_gateway
@@ -27,13 +27,12 @@ from .conftest import Gateway, start_gateway
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
 
-def row(request_id: str, created_at: float = 1_780_000_000.0) -> dict[str, object]:
-    record = RawRecord(id=request_id, created_at=created_at, provider="openai", family="openai", method="POST",
-                       path="/v1/chat/completions", target_url="https://api.openai.com/v1/chat/completions",
-                       key_id=None, helicone={"helicone-property-team": "a"},
-                       request_body=b'{"model": "gpt-4o-mini"}', status=200,
-                       response_body=b'{"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}')
-    return to_row(record, {})
+def record(request_id: str, created_at: float = 1_780_000_000.0) -> RawRecord:
+    return RawRecord(id=request_id, created_at=created_at, provider="openai", family="openai", method="POST",
+                     path="/v1/chat/completions", target_url="https://api.openai.com/v1/chat/completions",
+                     key_id=None, helicone={"helicone-property-team": "a"},
+                     request_body=b'{"model": "gpt-4o-mini"}', status=200,
+                     response_body=b'{"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}')
 
 
 @pytest.fixture
@@ -45,34 +44,41 @@ def writer(tmp_path: Path) -> Iterator[WriterProcess]:
     process.close()
 
 
-def test_the_writer_answers_as_the_store_does(writer: WriterProcess) -> None:
+def test_the_writer_builds_and_stores_as_the_gateway_would(writer: WriterProcess, tmp_path: Path) -> None:
     ids = [new_request_id() for _ in range(20)]
-    assert writer.insert_requests([row(i) for i in ids]) == []
-    assert writer.insert_requests([row(i) for i in ids]) == []           # a replayed batch: nothing twice
-    taken = writer.insert_requests([row(ids[0], created_at=1_780_000_999.0)])   # the id of another call
+    written = writer.write([record(i) for i in ids])
+    assert written.failure is None and written.reassigned == []
+    here = build_rows([record(i) for i in ids], {})
+    assert written.rows == [{k: v for k, v in row.items() if k not in BODIES} for row in here.rows]
+    assert written.rows[0]["cost"] > 0 and "response_body" not in written.rows[0]
+    assert writer.write([record(i) for i in ids]).reassigned == []          # a replayed batch: nothing twice
+    taken = writer.write([record(ids[0], created_at=1_780_000_999.0)]).reassigned    # another call's id
     assert len(taken) == 1 and taken[0][0] == ids[0] and taken[0][1] != ids[0]
     store = open_store(writer.db_url)
     assert store.count_requests(project="default") == 21
+    assert store.get_request(ids[3], project="default")["model"] == "gpt-4o-mini"
 
 
 def test_a_refused_batch_and_a_dead_writer_are_told_apart(writer: WriterProcess) -> None:
-    bad = row(new_request_id()) | {"provider": None}         # NOT NULL: the store refuses what it holds
-    with pytest.raises(StoreRefused, match="NOT NULL"):
-        writer.insert_requests([bad])
-    writer.insert_requests([row(new_request_id())])
+    bad = record(new_request_id())
+    bad.provider = None  # type: ignore[assignment]     # NOT NULL: the store refuses what it holds
+    refused = writer.write([bad])
+    assert isinstance(refused.failure, StoreRefused) and "NOT NULL" in str(refused.failure)
+    assert len(refused.rows) == 1                                  # the observer still sees the call
+    assert writer.write([record(new_request_id())]).failure is None
     first = writer.pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
     time.sleep(0.2)
     # The next batch finds the child gone and starts another; a child killed while it holds a
     # batch is the store being unavailable (the recorder journals the batch).
-    writer.insert_requests([row(new_request_id())])
+    assert writer.write([record(new_request_id())]).failure is None
     assert writer.pid not in (None, first)
     stopped = writer.pid
     assert stopped is not None
     os.kill(stopped, signal.SIGSTOP)         # stuck in the middle of a batch…
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(writer.insert_requests, [row(new_request_id())])
+        pending = pool.submit(writer.write, [record(new_request_id())])
         time.sleep(0.2)
         os.kill(stopped, signal.SIGKILL)     # …then gone before it answered
         with pytest.raises(StoreUnavailable, match="writer process stopped"):
@@ -81,11 +87,11 @@ def test_a_refused_batch_and_a_dead_writer_are_told_apart(writer: WriterProcess)
 
 
 def writer_pids(gateway: Gateway) -> list[int]:
-    """The gateway's writer process (its other child is multiprocessing's resource tracker)."""
+    """The gateway's writer process."""
     children: list[int] = []
     for task in Path(f"/proc/{gateway.process.pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]
-    return [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return [pid for pid in children if b"heliograph.writer" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_path: Path,

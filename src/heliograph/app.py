@@ -11,7 +11,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -39,13 +39,15 @@ from .proxy.metrics import ProxyMetrics
 from .proxy.context import Receive, Scope, Send
 from .recording.ids import RequestIds, new_request_id
 from .recording.journal import Journal
+from .recording.process import Written, local_write
+from .recording.record import RawRecord
 from .recording.recorder import Recorder
 from .retention import RetentionRunner
 from .settings import Settings
 from .state import open_state
 from .storage import Store, StoreUnavailable, open_store
-from .storage.writer import WriterProcess
 from .vault import ProviderKeys, VaultError, known_providers
+from .writer import WriterProcess
 
 log = logging.getLogger("heliograph")
 
@@ -73,11 +75,13 @@ class Heliograph:
             spans = OtelSpans(settings.otel_endpoint, settings.otel_service_name)
         self.observer = CallObserver(RecordMetrics(self.registry), self.runtime_metrics, self.keys.name_of,
                                      access=settings.access_log, spans=spans)
-        # The store's writes in a child process (storage/writer.py): another core than the proxy's.
-        self.writer = WriterProcess(settings.db_url, log_config(settings)) if settings.recorder_process else None
+        # Rows built and stored in a child process (writer.py): another core than the proxy's, another GIL.
+        self.writer = (WriterProcess(settings.db_url, settings.prices, log_config(settings))
+                       if settings.recorder_process else None)
+        self._store_batch = (self.writer.write if self.writer is not None
+                             else local_write(self.store.insert_requests, parse_overrides(settings.prices)))
         self.recorder = Recorder(
-            self._insert, Journal(settings.journal_path),
-            overrides=parse_overrides(settings.prices), queue_size=settings.recorder_queue_size,
+            self._write, Journal(settings.journal_path), queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size, flush_ms=settings.recorder_flush_ms,
             drain_timeout=settings.drain_timeout, unavailable=(StoreUnavailable,), observer=self.observer)
         self.state = open_state(settings.redis_url or None, key_prefix=settings.redis_key_prefix,
@@ -206,18 +210,18 @@ class Heliograph:
             (b"retry-after", b"%d" % error.retry_after_seconds), (b"helicone-id", new_request_id().encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def _insert(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    def _write(self, batch: Sequence[RawRecord]) -> Written:
         """The recorder's write (its thread); when the batch queued per-request webhook calls, the
         delivery worker is woken to send them now rather than at its next look."""
         target = self.writer or self.store
         before = getattr(target, "request_calls_queued", 0)
-        reassigned = target.insert_requests(rows)
+        written = self._store_batch(batch)
         if self._loop is not None and getattr(target, "request_calls_queued", 0) != before:
             try:
                 self._loop.call_soon_threadsafe(self.deliveries.wake)
             except RuntimeError:        # the loop has closed (a drain at exit): the worker looks at start
                 pass
-        return reassigned
+        return written
 
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()

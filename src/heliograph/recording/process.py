@@ -1,12 +1,15 @@
 """Turn a RawRecord into a stored row: parse, extract usage, price, assemble streams, omit, compress.
 
-Runs in the recorder thread, never on the request path.
+Runs where the recorder writes (its writer process, or its thread), never on the request path.
+`local_write` is the recorder's write done in this process: rows built, then stored.
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 from typing import Any
@@ -19,7 +22,30 @@ from ..usage import extract_usage
 from .assemble import assemble_stream
 from .record import RawRecord
 
+log = logging.getLogger("heliograph.recorder")
+
 PROPERTY_PREFIX = "helicone-property-"
+
+# Stores rows; returns the (old, new) ids of rows stored under a fresh id (their id was taken).
+Insert = Callable[[Sequence[Mapping[str, Any]]], "list[tuple[str, str]] | None"]
+
+
+@dataclass(slots=True)
+class Written:
+    """A batch built into rows and handed to the store: what the recorder needs back, wherever the
+    work was done. `failure` is the store's error (raised by the recorder once the observer has seen
+    the rows, so access lines and metrics do not wait for a store that is down)."""
+
+    rows: list[Mapping[str, Any]]               # one per record, for the observer (bodies may be left out)
+    reassigned: list[tuple[str, str]] = field(default_factory=list)
+    internal_errors: int = 0                    # records that could not be parsed (stored with what the hot path knew)
+    clamped: int = 0                            # records with numbers out of range (stored clamped)
+    failure: Exception | None = None
+
+
+Write = Callable[[Sequence[RawRecord]], Written]
+
+
 
 
 def decode_body(body: bytes, encoding: str) -> bytes:
@@ -140,3 +166,72 @@ def to_row(raw: RawRecord, overrides: Mapping[str, PriceOverride]) -> dict[str, 
         "response_body": pack(stored_response),
         "response_stream": stored_stream,
     }
+
+
+# Bounds of a stored number. Rollups add records up in 64-bit integers (nano-USD, µs, tokens),
+# so one absurd value from an upstream or an async-log caller would make every later batch that
+# touches its rollup row unwritable. No real call comes near these; beyond them a value is clamped
+# (a cost beyond them is dropped: the call is then `unpriced`, never a made-up figure).
+MAX_TOKENS = 2**40                  # ~10^12 tokens
+MAX_COST_USD = 1_000_000.0
+MAX_MS = 10**10                     # ~116 days
+BOUNDS: dict[str, float] = {
+    "status": 999, "fallback_index": 1_000, "created_at": 2**53,
+    "prompt_tokens": MAX_TOKENS, "completion_tokens": MAX_TOKENS, "total_tokens": MAX_TOKENS,
+    "prompt_cache_read_tokens": MAX_TOKENS, "prompt_cache_write_tokens": MAX_TOKENS, "reasoning_tokens": MAX_TOKENS,
+    "cost": MAX_COST_USD, "latency_ms": MAX_MS, "ttft_ms": MAX_MS, "gateway_overhead_ms": MAX_MS,
+}
+FLOATS = frozenset({"cost", "latency_ms", "ttft_ms", "gateway_overhead_ms"})
+
+
+def clamp_numbers(row: dict[str, Any]) -> bool:
+    """Bring every number of the row within BOUNDS; whether anything changed."""
+    changed = False
+    for column, bound in BOUNDS.items():
+        value = row.get(column)
+        if value is None:
+            continue
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+        if 0 <= number <= bound:
+            continue
+        changed = True
+        if column == "cost":
+            row["cost"], row["pricing_status"] = None, "unpriced"
+        elif number != number:      # NaN, or not a number at all
+            row[column] = None if column != "latency_ms" else 0.0
+        else:
+            clamped = min(max(number, 0), bound)
+            row[column] = float(clamped) if column in FLOATS else int(clamped)
+    return changed
+
+
+def build_rows(batch: Sequence[RawRecord], overrides: Mapping[str, PriceOverride]) -> Written:
+    """The rows of a batch (no store yet). A record we cannot parse is still stored, with what the
+    hot path knew; numbers out of range are clamped (both logged and counted)."""
+    written = Written([])
+    for record in batch:
+        try:
+            row = to_row(record, overrides)
+        except Exception:
+            written.internal_errors += 1
+            log.exception("could not process record %s", record.id)
+            record.response_body = b""
+            record.request_body = b""
+            row = to_row(record, overrides)
+        if clamp_numbers(row):
+            written.clamped += 1
+            log.error("record %s had numbers out of range (tokens, cost or times); stored clamped", record.id)
+        written.rows.append(row)
+    return written
+
+
+def local_write(insert: Insert, overrides: Mapping[str, PriceOverride]) -> Write:
+    """The recorder's write done here: rows built, then `insert`ed (the store's error in `failure`)."""
+    def write(batch: Sequence[RawRecord]) -> Written:
+        written = build_rows(batch, overrides)
+        try:
+            written.reassigned = insert(written.rows) or []
+        except Exception as exc:
+            written.failure = exc
+        return written
+    return write

@@ -4,8 +4,9 @@
 When the queue is full the record waits in an overflow list that the writer moves to the disk
 journal first thing. Only the writer thread touches the journal.
 
-The writer takes up to `batch_size` records or whatever arrived within `flush_ms`, turns them
-into rows and writes them in one transaction. Two kinds of failure are told apart:
+The writer takes up to `batch_size` records or whatever arrived within `flush_ms` and hands them
+to `write`, which turns them into rows and stores them in one transaction: in a process of its own
+(writer.py, the default) or in this thread (process.local_write). Two kinds of failure are told apart:
 
 * the store is unavailable (locked, down: `unavailable` exceptions): the batch goes to the
   journal, which is replayed every second while the process runs;
@@ -24,12 +25,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from ..pricing import PriceOverride
 from .journal import Journal
-from .process import to_row
+from .process import Write, Written
 from .record import RawRecord
 
 log = logging.getLogger("heliograph.recorder")
@@ -37,46 +37,6 @@ log = logging.getLogger("heliograph.recorder")
 RETRY_EVERY = 1.0
 SCAN_EVERY = 10.0     # look for journal files left by processes that are gone
 _STOP = object()
-
-# Writes rows; returns the (old, new) ids of rows stored under a fresh id (their id was taken).
-Insert = Callable[[Sequence[Mapping[str, Any]]], "list[tuple[str, str]] | None"]
-
-# Bounds of a stored number. Rollups add records up in 64-bit integers (nano-USD, µs, tokens),
-# so one absurd value from an upstream or an async-log caller would make every later batch that
-# touches its rollup row unwritable. No real call comes near these; beyond them a value is clamped
-# (a cost beyond them is dropped: the call is then `unpriced`, never a made-up figure).
-MAX_TOKENS = 2**40                  # ~10^12 tokens
-MAX_COST_USD = 1_000_000.0
-MAX_MS = 10**10                     # ~116 days
-BOUNDS: dict[str, float] = {
-    "status": 999, "fallback_index": 1_000, "created_at": 2**53,
-    "prompt_tokens": MAX_TOKENS, "completion_tokens": MAX_TOKENS, "total_tokens": MAX_TOKENS,
-    "prompt_cache_read_tokens": MAX_TOKENS, "prompt_cache_write_tokens": MAX_TOKENS, "reasoning_tokens": MAX_TOKENS,
-    "cost": MAX_COST_USD, "latency_ms": MAX_MS, "ttft_ms": MAX_MS, "gateway_overhead_ms": MAX_MS,
-}
-FLOATS = frozenset({"cost", "latency_ms", "ttft_ms", "gateway_overhead_ms"})
-
-
-def clamp_numbers(row: dict[str, Any]) -> bool:
-    """Bring every number of the row within BOUNDS; whether anything changed."""
-    changed = False
-    for column, bound in BOUNDS.items():
-        value = row.get(column)
-        if value is None:
-            continue
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
-        if 0 <= number <= bound:
-            continue
-        changed = True
-        if column == "cost":
-            row["cost"], row["pricing_status"] = None, "unpriced"
-        elif number != number:      # NaN, or not a number at all
-            row[column] = None if column != "latency_ms" else 0.0
-        else:
-            clamped = min(max(number, 0), bound)
-            row[column] = float(clamped) if column in FLOATS else int(clamped)
-    return changed
-
 
 def _ids(batch: Sequence[RawRecord], shown: int = 5) -> str:
     """The request ids of a batch for a log line: the first few, and how many more."""
@@ -95,13 +55,12 @@ class Observer(Protocol):
 
 
 class Recorder:
-    def __init__(self, insert: Insert, journal: Journal, *, overrides: Mapping[str, PriceOverride],
-                 queue_size: int, batch_size: int, flush_ms: int, drain_timeout: float,
-                 unavailable: tuple[type[BaseException], ...], observer: Observer | None = None) -> None:
-        self._insert = insert
+    def __init__(self, write: Write, journal: Journal, *, queue_size: int, batch_size: int, flush_ms: int,
+                 drain_timeout: float, unavailable: tuple[type[BaseException], ...],
+                 observer: Observer | None = None) -> None:
+        self._store_batch = write
         self._observer = observer
         self.journal = journal
-        self._overrides = overrides
         self._unavailable = unavailable
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._overflow: collections.deque[RawRecord] = collections.deque()  # append/popleft are thread-safe
@@ -199,70 +158,68 @@ class Recorder:
                         _ids(spilled))
             self._to_journal(spilled)
 
-    def _rows(self, batch: list[RawRecord]) -> list[dict[str, Any]]:
-        rows = []
-        for record in batch:
+    def _build_and_store(self, batch: list[RawRecord], count: bool = True) -> Written:
+        """The batch's rows built and stored (processing.local_write, or the writer process); the
+        observer told of each call the first time. Raises only when the store is unavailable."""
+        try:
+            written = self._store_batch(batch)
+        except self._unavailable:
+            raise
+        except Exception as exc:   # the write itself failed, not the store: as a refused batch
+            written = Written([], failure=exc)
+        if count:       # a refused batch written again one by one is not counted twice
+            self.internal_errors += written.internal_errors
+            self.clamped += written.clamped
+        if self._observer is not None and written.rows:
+            self._observe(batch, written.rows, self._observer)
+        if written.failure is not None and isinstance(written.failure, self._unavailable):
+            raise written.failure
+        return written
+
+    def _observe(self, batch: list[RawRecord], rows: Sequence[Mapping[str, Any]], observer: Observer) -> None:
+        for record, row in zip(batch, rows):
+            if record.observed:
+                continue
+            record.observed = True      # a batch journaled after this is not counted again at replay
             try:
-                row = to_row(record, self._overrides)
-            except Exception:
-                # A record we cannot parse is still stored, with what the hot path knew.
-                self.internal_errors += 1
-                log.exception("could not process record %s", record.id)
-                record.response_body = b""
-                record.request_body = b""
-                row = to_row(record, self._overrides)
-            if clamp_numbers(row):
-                self.clamped += 1
-                log.error("record %s had numbers out of range (tokens, cost or times); stored clamped", record.id)
-            if self._observer is not None and not record.observed:
-                record.observed = True      # a batch journaled after this is not counted again at replay
-                try:
-                    self._observer.recorded(record, row)
-                except Exception:
-                    self.internal_errors += 1
-                    log.exception("could not log or count record %s", record.id)
-            rows.append(row)
-        if self._observer is not None:
-            try:
-                self._observer.batch_observed()
+                observer.recorded(record, row)
             except Exception:
                 self.internal_errors += 1
-                log.exception("could not write the access lines of a batch")
-        return rows
+                log.exception("could not log or count record %s", record.id)
+        try:
+            observer.batch_observed()
+        except Exception:
+            self.internal_errors += 1
+            log.exception("could not write the access lines of a batch")
 
     def _write(self, batch: list[RawRecord]) -> None:
         """Store the batch; raises only when the store is unavailable."""
-        rows = self._rows(batch)
         started = time.perf_counter()
-        try:
-            reassigned = self._insert(rows)
-        except self._unavailable:
-            raise
-        except Exception as exc:
-            log.error("the store refused a batch of %d records (%s); writing them one by one", len(batch), exc)
-            self._write_one_by_one(batch, rows)
+        written = self._build_and_store(batch)
+        if written.failure is not None:
+            log.error("the store refused a batch of %d records (%s); writing them one by one", len(batch),
+                      written.failure)
+            self._write_one_by_one(batch)
             return
         self.written += len(batch)
         if self._observer is not None:
             self._observer.batch_written(len(batch), time.perf_counter() - started)
-        self._reassigned(reassigned)
+        self._reassigned(written.reassigned)
 
     def _reassigned(self, pairs: list[tuple[str, str]] | None) -> None:
         for old, new in pairs or ():
             self.reassigned += 1
             log.warning("request id %s was already stored for another call; this one is stored as %s", old, new)
 
-    def _write_one_by_one(self, batch: list[RawRecord], rows: list[dict[str, Any]]) -> None:
-        for record, row in zip(batch, rows):
-            try:
-                self._reassigned(self._insert([row]))
-            except self._unavailable:
-                raise
-            except Exception as exc:
+    def _write_one_by_one(self, batch: list[RawRecord]) -> None:
+        for record in batch:
+            written = self._build_and_store([record], count=False)
+            if written.failure is not None:
                 self.internal_errors += 1
-                self.journal.reject([record.to_json()], f"the store refused record {record.id}: {exc}")
+                self.journal.reject([record.to_json()], f"the store refused record {record.id}: {written.failure}")
                 continue
             self.written += 1
+            self._reassigned(written.reassigned)
 
     def _write_or_journal(self, batch: list[RawRecord]) -> None:
         if self._journal_pending:

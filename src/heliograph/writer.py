@@ -1,0 +1,178 @@
+"""The recorder's work in a process of its own, so it runs beside the event loop, not under its GIL.
+
+Building a call's row (parse, usage, price, stream assembly, compression) and storing it (the row,
+its body and properties, nine rollup tables, the webhook outbox, the commit) cost the saturated
+gateway about as much CPU as proxying the call, and in the gateway's process that work takes the
+GIL from the event loop thousands of times a second. `WriterProcess.write` hands the recorder's
+batch of raw records to a child process, which builds the rows (recording/process.py), stores them
+with its own connection and answers with the rows minus their bodies (for the access lines and
+metrics, which stay in the gateway). The queue, the journal and their no-loss rules stay where they
+were: the recorder's, in the gateway's process (recording/recorder.py).
+
+The answer is what the store returned, or why it did not:
+
+* the store is unavailable: raised here as StoreUnavailable, so the recorder journals the batch;
+* the store refused the batch for what it holds: StoreRefused, so it writes record by record;
+* the child is gone (killed, crashed): StoreUnavailable too. The batch is journaled and replayed
+  through a new child; inserts are idempotent, so a batch the child committed just before dying
+  is not stored twice.
+
+The child (`python -m heliograph.writer`, not multiprocessing's spawn, which would import
+the gateway's `__main__` again) ignores SIGINT and SIGTERM and exits when the gateway closes the
+pipe, or dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from .pricing import parse_overrides
+from .recording.process import Written, build_rows
+from .recording.record import RawRecord
+from .storage import StoreUnavailable, open_store
+
+log = logging.getLogger("heliograph.recorder")
+
+STOP_SECONDS = 10.0
+# How the child learns its store and log setup: in its environment, not its command line (which
+# any local user can read, and a PostgreSQL URL may hold a password).
+CONFIG_ENV = "HELIOGRAPH_WRITER_CONFIG"
+
+
+BODIES = ("request_body", "response_body", "response_stream")     # not sent back: the observer needs none
+
+
+class StoreRefused(Exception):
+    """The store refused a batch for what it holds (the writer process's error, as text)."""
+
+
+class WriterProcess:
+    """The recorder's `write` (recording.process.Write), done by a child process.
+
+    Called from one thread at a time (the recorder's). The child is `python -m heliograph.writer`,
+    started at the first batch and again after it dies. `prices` are the settings' price overrides."""
+
+    def __init__(self, db_url: str, prices: Mapping[str, Any] | None = None,
+                 log_config: Mapping[str, Any] | None = None) -> None:
+        self.db_url = db_url
+        self.prices = dict(prices or {})
+        self.log_config = log_config
+        self.request_calls_queued = 0      # per-request webhook calls the child's writes queued
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+
+    def write(self, batch: Sequence[RawRecord]) -> Written:
+        conn = self._connection()
+        try:
+            conn.send(list(batch))
+            kind, value, queued, rows, internal_errors, clamped = conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self._stopped()
+            raise StoreUnavailable(f"the writer process stopped (exit code {code}); it is started again") from exc
+        written = Written(rows, internal_errors=internal_errors, clamped=clamped)
+        if kind == "unavailable":
+            written.failure = StoreUnavailable(value)
+        elif kind == "refused":
+            written.failure = StoreRefused(value)
+        else:
+            self.request_calls_queued += queued
+            written.reassigned = [tuple(pair) for pair in value]
+        return written
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _connection(self) -> Connection:
+        if self._process is None or self._conn is None or self._process.poll() is not None:
+            if self._process is not None:
+                log.warning("the writer process stopped (exit code %s); starting another", self._stopped())
+            ours, theirs = socket.socketpair()
+            config = orjson.dumps({"db_url": self.db_url, "prices": self.prices, "log_config": self.log_config})
+            with theirs:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "heliograph.writer", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env={**os.environ, CONFIG_ENV: config.decode()})
+            self._conn = Connection(ours.detach())
+        return self._conn
+
+    def _stopped(self) -> int | None:
+        """Forget a child that is gone (or going); its exit code."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            conn.close()
+        if process is None:
+            return None
+        try:
+            return process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def close(self) -> None:
+        """Tell the child to exit (it holds no batch: every call waits for its answer)."""
+        if self._process is None:
+            return
+        try:
+            if self._conn is not None:
+                self._conn.send(None)
+            self._process.wait(STOP_SECONDS)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self._stopped()
+
+
+def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
+    """Build and store each batch received and answer, until the pipe closes or None arrives."""
+    store = open_store(db_url)
+    overrides = parse_overrides(prices)
+    try:
+        while True:
+            try:
+                batch = conn.recv()
+            except (EOFError, OSError):
+                return          # the gateway is gone
+            if batch is None:
+                return
+            written = build_rows(batch, overrides)
+            before = getattr(store, "request_calls_queued", 0)
+            kind = "ok"
+            value: Any = None
+            try:
+                value = store.insert_requests(written.rows)
+            except StoreUnavailable as exc:
+                kind, value = "unavailable", str(exc)
+            except Exception as exc:
+                kind, value = "refused", f"{type(exc).__name__}: {exc}"
+            rows = [{k: v for k, v in row.items() if k not in BODIES} for row in written.rows]
+            conn.send((kind, value, getattr(store, "request_calls_queued", 0) - before, rows,
+                       written.internal_errors, written.clamped))
+    finally:
+        store.close()
+
+
+def main() -> None:
+    # SIGINT and SIGTERM sent to a whole process group (Ctrl-C) or cgroup (systemd) would stop the
+    # child before the recorder drains through it: the gateway says when, by closing the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    config = orjson.loads(os.environ.pop(CONFIG_ENV))
+    if config["log_config"] is not None:
+        logging.config.dictConfig(config["log_config"])
+    serve(Connection(int(sys.argv[1])), config["db_url"], config["prices"])
+
+
+if __name__ == "__main__":
+    main()
