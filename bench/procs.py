@@ -97,20 +97,45 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (e.g. `serve --workers N`: the supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))  # ppid
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of every live process in `pid`'s tree."""
+    return {p: cpu for p in process_tree(pid) if (cpu := cpu_seconds(p)) is not None}
+
+
 class CpuMeter:
     """CPU used by the target process during a step: a busy core at ~100 % while the rate falls
     behind means the target is the limit; CPU per answered request is less sensitive to noise
-    from other processes than latency or throughput."""
+    from other processes than latency or throughput.
 
-    def __init__(self, pid: int | None) -> None:
+    `tree`: the process and all its descendants (worker processes); a child that exits during the
+    step takes its CPU time with it, so meter only steps where the tree is stable."""
+
+    def __init__(self, pid: int | None, tree: bool = False) -> None:
         self.pid = pid
-        self.cpu = cpu_seconds(pid) if pid else None
+        self.read = (lambda p: sum(tree_cpu(p).values())) if tree else cpu_seconds
+        self.cpu = self.read(pid) if pid else None
         self.wall = time.monotonic()
 
     def report(self, answered: int) -> dict[str, float]:
         if self.pid is None or self.cpu is None:
             return {}
-        cpu = cpu_seconds(self.pid)
+        cpu = self.read(self.pid)
         if cpu is None:
             return {}
         used, wall = cpu - self.cpu, time.monotonic() - self.wall
@@ -135,7 +160,9 @@ class Processes:
         self.workdir = workdir
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], core: int | str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """`core`: one core, or a `taskset -c` list such as "0,1"."""
         with open(self.workdir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(["taskset", "-c", str(core), *argv], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -163,7 +190,7 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def start_nginx(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
+def start_nginx(procs: Processes, cores: int | str = LOAD_CORE) -> tuple[str, subprocess.Popen[bytes]]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         raise SystemExit("nginx not found: apt-get install -y nginx (the mock upstream)")
@@ -173,7 +200,7 @@ def start_nginx(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
     body = json.dumps(COMPLETION, separators=(",", ":"))
     assert "'" not in body
     (ndir / "nginx.conf").write_text(NGINX_CONF.format(dir=ndir, port=port, body=body))
-    proc = procs.start("nginx", [nginx, "-p", str(ndir), "-c", str(ndir / "nginx.conf")], LOAD_CORE)
+    proc = procs.start("nginx", [nginx, "-p", str(ndir), "-c", str(ndir / "nginx.conf")], cores)
     wait_port(port, proc)
     return f"http://127.0.0.1:{port}", proc
 
@@ -206,18 +233,23 @@ def create_key(db_url: str) -> str:
     return out.stdout.strip().splitlines()[-1].strip()
 
 
-def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path,
-                     extra_env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes], str]:
+def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path | str,
+                     extra_env: dict[str, str] | None = None, *, workers: int = 1,
+                     cores: int | str = PROXY_CORE) -> tuple[str, subprocess.Popen[bytes], str]:
     """A fresh store, a key in it, and `heliograph serve` on the proxy core. Returns url, process, key.
 
+    `db_path`: a SQLite file, or a database URL as is (e.g. an empty PostgreSQL database).
     `extra_env`: more `HELIOGRAPH_*` settings (e.g. `HELIOGRAPH_REDIS_URL`); any others in the
-    harness's own environment are dropped."""
-    db_url = f"sqlite:///{db_path}"
+    harness's own environment are dropped. `workers` > 1 needs `HELIOGRAPH_REDIS_URL` in it."""
+    db_url = db_path if isinstance(db_path, str) else f"sqlite:///{db_path}"
     key = create_key(db_url)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")}
     env |= {"HELIOGRAPH_UPSTREAM_OPENAI": upstream, "HELIOGRAPH_LOG_LEVEL": "warning", **(extra_env or {})}
-    proc = procs.start(name, [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url], PROXY_CORE, env)
+    argv = [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    proc = procs.start(name, argv, cores, env)
     wait_port(port, proc)
     return f"http://127.0.0.1:{port}", proc, key
 
@@ -227,6 +259,7 @@ wrk.method = "POST"
 wrk.body = [==[{body}]==]
 {headers}
 {dynamic}
+{nonce}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -247,30 +280,45 @@ request = function()
   return wrk.format(nil, nil, nil, head .. string.format("{tag}%0{digits}d", n) .. tail)
 end
 """
+# With `nonce_header`: every request also carries that header with a value of its own (this wrk
+# call's tag and a counter), so the store can show that no call was recorded twice.
+WRK_NONCE = """\
+local nonce_n = 0
+local plain = request
+request = function()
+  nonce_n = nonce_n + 1
+  wrk.headers["{header}"] = string.format("{tag}-%d", nonce_n)
+  if plain then return plain() end
+  return wrk.format()
+end
+"""
 _wrk_calls = 0
 
 
 def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], duration: float,
-            connections: int, vary: bytes | None = None) -> dict[str, Any]:
+            connections: int, vary: bytes | None = None, *, cores: int | str = LOAD_CORE,
+            nonce_header: str | None = None) -> dict[str, Any]:
     """Closed-loop saturation with wrk (one thread, on the load core). Returns its numbers.
 
-    `vary`: a placeholder in `body` replaced by a unique value on every request (see WRK_VARY)."""
+    `vary`: a placeholder in `body` replaced by a unique value on every request (see WRK_VARY).
+    `nonce_header`: a header with a unique value on every request (see WRK_NONCE)."""
     global _wrk_calls
+    _wrk_calls += 1
+    tag = f"W{_wrk_calls:03d}"  # the open-loop generator's nonces are all digits: never the same body
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (the saturation load generator)")
     lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
     dynamic = ""
     if vary is not None:
-        _wrk_calls += 1
-        tag = f"W{_wrk_calls:03d}"  # the open-loop generator's nonces are all digits: never the same body
         head, sep, tail = body.decode().partition(vary.decode())
         if not sep or vary.decode() in tail or len(vary) <= len(tag):
             raise ValueError(f"the vary placeholder {vary!r} must occur once in the body")
         dynamic = WRK_VARY.format(head=head, tail=tail, tag=tag, digits=len(vary) - len(tag))
     script = workdir / "wrk.lua"
-    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers, dynamic=dynamic))
-    argv = ["taskset", "-c", str(LOAD_CORE), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
+    nonce = WRK_NONCE.format(header=nonce_header, tag=tag) if nonce_header else ""
+    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers, dynamic=dynamic, nonce=nonce))
+    argv = ["taskset", "-c", str(cores), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
             "--timeout", "10s", "-s", str(script), url]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
