@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import stages
+
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable
 LOAD_CORE = 0   # load generator, wrk and the mock upstream
@@ -398,10 +400,13 @@ def _frame_name(frame: str) -> str:
     return f"{match['func']} ({path.replace(str(BENCH.parent) + '/', '')})"
 
 
-def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
-    """Samples per thread, the top functions by own samples, and Heliograph's functions by inclusive
-    samples, from py-spy's `--threads -f raw` output (one collapsed stack per line, the thread
-    first, the count last)."""
+def profile_summary(raw_path: Path, top: int = 15, *, rps: float | None = None,
+                    cpu_us_per_req: float | None = None) -> dict[str, Any]:
+    """Samples per thread, the time by stage (bench/stages.py; µs per request when given the CPU per
+    request measured while sampling), the top functions by own samples, and Heliograph's functions by
+    inclusive samples, from py-spy's `--threads -f raw` output (one collapsed stack per line, the
+    thread first, the count last)."""
+    samples: list[tuple[str, list[str], int]] = []
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -413,9 +418,12 @@ def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
         count = int(count_text)
         total += count
         frames = stack.split(";")
+        thread = "?"
         if THREAD.match(frames[0]):
-            threads[THREAD.sub("", frames[0]) or "thread"] += count
+            thread = THREAD.sub("", frames[0]) or "thread"
+            threads[thread] += count
             frames = frames[1:]
+        samples.append((thread, frames, count))
         names = [_frame_name(f) for f in frames]
         if names:
             own[names[-1]] += count
@@ -427,5 +435,6 @@ def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
         return round(100 * n / total, 1) if total else 0.0
     return {"samples": total,
             "threads": [[name, pct(n)] for name, n in threads.most_common()],
+            "stages": stages.breakdown(samples, rps=rps, cpu_us_per_req=cpu_us_per_req),
             "top_own": [[name, pct(n)] for name, n in own.most_common(top)],
             "top_inclusive": [[name, pct(n)] for name, n in inclusive.most_common(top)]}

@@ -300,27 +300,38 @@ async def profile(args: argparse.Namespace, processes: P.Processes, pid: int, ur
         say("  (py-spy not installed: pip install py-spy to profile Heliograph at saturation)")
         return {"skipped": "py-spy not installed"}
     seconds = max(3, round(min(args.duration, 8)))
+    rate = 250  # samples a second
     out: dict[str, Any] = {}
     RESULTS.mkdir(exist_ok=True)
     for mode, flags in PROFILE_MODES:
         raw = processes.workdir / f"heliograph-profile-{mode}.txt"
-        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", *flags, "-r", "250",
+        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", *flags, "-r", str(rate),
                                                  "-d", str(seconds + 1), "-f", "raw", "-o", str(raw), "-p", str(pid)],
                               P.LOAD_CORE)
+        window = P.CpuMeter(pid)  # py-spy's whole window, to compare with how often the GIL was held
         try:
             await asyncio.sleep(0.5)
+            meter = P.CpuMeter(pid)  # wrk's window: the CPU per request the stages share
             report = await asyncio.to_thread(P.run_wrk, processes.workdir, url, body,
                                              headers_for(key, f"profile-{mode}"), seconds,
                                              args.connections)
+            report |= meter.report(report["ok"])
             sent[f"profile-{mode}"] = {"kind": "wrk", "ok": report["ok"], "connections": args.connections}
             await asyncio.to_thread(spy.wait, 60)
+            sampled = window.report(0)
         finally:
             processes.stop(spy)
         if not raw.exists():
             out[mode] = {"skipped": f"py-spy failed: {processes.log_tail(f'py-spy-{mode}')}"}
             continue
         shutil.copy(raw, RESULTS / raw.name)
-        out[mode] = P.profile_summary(raw) | {"rps_while_profiled": report["max_rps"]}
+        # Only GIL samples are CPU: the `all` mode also counts threads waiting for the GIL.
+        out[mode] = P.profile_summary(raw, rps=report["max_rps"],
+                                      cpu_us_per_req=report.get("target_cpu_us_per_req") if mode == "gil" else None)
+        out[mode] |= {"rps_while_profiled": report["max_rps"], "cpu_pct_while_sampled": sampled.get("target_cpu_pct")}
+        if mode == "gil":
+            # One sample per tick while some thread held the GIL: CPU beyond that ran without it.
+            out[mode]["gil_held_pct"] = round(100 * out[mode]["samples"] / (rate * (seconds + 1)), 1)
         say(f"  py-spy ({mode}) {seconds} s at saturation ({report['max_rps']} req/s while sampled), "
             f"{out[mode]['samples']} samples -> bench/results/{raw.name}")
     return out
