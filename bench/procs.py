@@ -261,7 +261,6 @@ wrk.method = "POST"
 wrk.body = [==[{body}]==]
 {headers}
 {dynamic}
-{nonce}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -282,44 +281,29 @@ request = function()
   return wrk.format(nil, nil, nil, head .. string.format("{tag}%0{digits}d", n) .. tail)
 end
 """
-# With `nonce_header`: every request also carries that header with a value of its own (this wrk
-# call's tag and a counter), so the store can show that no call was recorded twice.
-WRK_NONCE = """\
-local nonce_n = 0
-local plain = request
-request = function()
-  nonce_n = nonce_n + 1
-  wrk.headers["{header}"] = string.format("{tag}-%d", nonce_n)
-  if plain then return plain() end
-  return wrk.format()
-end
-"""
 _wrk_calls = 0
 
 
 def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], duration: float,
-            connections: int, vary: bytes | None = None, *, cores: int | str = LOAD_CORE,
-            nonce_header: str | None = None) -> dict[str, Any]:
-    """Closed-loop saturation with wrk (one thread, on the load core). Returns its numbers.
+            connections: int, vary: bytes | None = None, *, cores: int | str = LOAD_CORE) -> dict[str, Any]:
+    """Closed-loop saturation with wrk (one thread, on the load core, or `cores`). Returns its numbers.
 
-    `vary`: a placeholder in `body` replaced by a unique value on every request (see WRK_VARY).
-    `nonce_header`: a header with a unique value on every request (see WRK_NONCE)."""
+    `vary`: a placeholder in `body` replaced by a unique value on every request (see WRK_VARY)."""
     global _wrk_calls
-    _wrk_calls += 1
-    tag = f"W{_wrk_calls:03d}"  # the open-loop generator's nonces are all digits: never the same body
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (the saturation load generator)")
     lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
     dynamic = ""
     if vary is not None:
+        _wrk_calls += 1
+        tag = f"W{_wrk_calls:03d}"  # the open-loop generator's nonces are all digits: never the same body
         head, sep, tail = body.decode().partition(vary.decode())
         if not sep or vary.decode() in tail or len(vary) <= len(tag):
             raise ValueError(f"the vary placeholder {vary!r} must occur once in the body")
         dynamic = WRK_VARY.format(head=head, tail=tail, tag=tag, digits=len(vary) - len(tag))
     script = workdir / "wrk.lua"
-    nonce = WRK_NONCE.format(header=nonce_header, tag=tag) if nonce_header else ""
-    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers, dynamic=dynamic, nonce=nonce))
+    script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers, dynamic=dynamic))
     argv = ["taskset", "-c", str(cores), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
             "--timeout", "10s", "-s", str(script), url]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -39,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import procs as P
+from controls import VARY, bodies
 from run import (REQUEST, RESULTS, ROUTE, completeness, headers_for, heliograph_version, loadavg, property_sql,
                  say, store_query, uptime)
 
@@ -48,7 +50,10 @@ LAYOUTS: dict[str, dict[int, tuple[str, str]]] = {
     "shared": {1: ("1", "1"), 2: ("0,1", "0,1")},
 }
 TARGET_RATIO = 1.8
-NONCE_HEADER = "Helicone-Property-Call"  # a unique value per request (wrk): a call stored twice shows
+# Every request's prompt ends in "(bench <16 characters of its own>)" (wrk's Lua, a tag and a
+# counter): a call stored twice would repeat one. Not a property: a value per request would add
+# rollup rows per request (rollups are kept per property value) and slow the gateway down.
+NONCE = re.compile(rb"\(bench ([0-9A-Z]{%d})\)" % len(VARY))
 WARMUP_S = 1.0
 
 
@@ -166,11 +171,21 @@ def settle(pid: int, timeout: float = 30.0) -> float:
 
 
 def recorded_once(db: Path | str) -> dict[str, Any]:
-    """Per phase: rows, distinct per-request nonces, distinct ids. Every row must carry a nonce of its
-    own (a call stored twice would repeat one; ids are the primary key, so they are unique anyway)."""
-    rows = store_query(db, f"SELECT {property_sql(db, 'bench')}, count(*), count(DISTINCT {property_sql(db, 'call')}), "
-                           "count(DISTINCT id) FROM requests GROUP BY 1")
-    phases = {str(phase): {"rows": n, "distinct_calls": calls, "distinct_ids": ids} for phase, n, calls, ids in rows}
+    """Per phase: rows, distinct nonces (read from the stored request bodies), distinct ids. Every
+    row must carry a nonce of its own (ids are the primary key, so they are unique anyway)."""
+    from heliograph.bodies import unpack  # the store's own codec: whatever the measured version writes
+    phases: dict[str, dict[str, Any]] = {}
+    seen: dict[str, tuple[set[bytes], set[str]]] = {}
+    for phase, request_id, blob in store_query(db, f"SELECT {property_sql(db, 'bench')}, r.id, b.request FROM requests r "
+                                                   "LEFT JOIN request_bodies b ON b.id = r.id"):
+        counts = phases.setdefault(str(phase), {"rows": 0, "distinct_calls": 0, "distinct_ids": 0})
+        calls, ids = seen.setdefault(str(phase), (set(), set()))
+        counts["rows"] += 1
+        match = NONCE.search(unpack(bytes(blob))) if blob is not None else None
+        if match:
+            calls.add(match[1])
+        ids.add(request_id)
+        counts["distinct_calls"], counts["distinct_ids"] = len(calls), len(ids)
     return {"once": all(p["rows"] == p["distinct_calls"] == p["distinct_ids"] for p in phases.values()),
             "phases": phases}
 
@@ -188,17 +203,17 @@ def step(args: argparse.Namespace, processes: P.Processes, stores: Stores, mock_
     url, proc, key = P.start_heliograph(processes, name, mock_url, db, env, workers=workers, cores=gateway_cores)
     try:
         wait_ready(url, proc, workers)
-        body = json.dumps(REQUEST).encode()
+        body = bodies(REQUEST)[0]
         sent: dict[str, dict[str, Any]] = {}
         warm = P.run_wrk(processes.workdir, url + ROUTE, body, headers_for(key, "warmup"), WARMUP_S,
-                         args.connections, cores=load_cores, nonce_header=NONCE_HEADER)
+                         args.connections, VARY, cores=load_cores)
         sent["warmup"] = {"kind": "wrk", "ok": warm["ok"], "connections": args.connections}
         settle(proc.pid)  # the recorders catch up with the warm-up
         serving = worker_pids(proc.pid, workers)
         before = P.tree_cpu(proc.pid)
         meter = P.CpuMeter(proc.pid, tree=True)
         report = P.run_wrk(processes.workdir, url + ROUTE, body, headers_for(key, "wrk"), args.duration,
-                           args.connections, cores=load_cores, nonce_header=NONCE_HEADER)
+                           args.connections, VARY, cores=load_cores)
         report |= meter.report(report["ok"])
         after = P.tree_cpu(proc.pid)
         # What the recorders still had to write when wrk stopped: a gateway that answers faster than
