@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import stages
+
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable
 LOAD_CORE = 0   # load generator, wrk and the mock upstream
@@ -97,20 +99,45 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (e.g. `serve --workers N`: the supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))  # ppid
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of every live process in `pid`'s tree."""
+    return {p: cpu for p in process_tree(pid) if (cpu := cpu_seconds(p)) is not None}
+
+
 class CpuMeter:
     """CPU used by the target process during a step: a busy core at ~100 % while the rate falls
     behind means the target is the limit; CPU per answered request is less sensitive to noise
-    from other processes than latency or throughput."""
+    from other processes than latency or throughput.
 
-    def __init__(self, pid: int | None) -> None:
+    `tree`: the process and all its descendants (worker processes); a child that exits during the
+    step takes its CPU time with it, so meter only steps where the tree is stable."""
+
+    def __init__(self, pid: int | None, tree: bool = False) -> None:
         self.pid = pid
-        self.cpu = cpu_seconds(pid) if pid else None
+        self.read = (lambda p: sum(tree_cpu(p).values())) if tree else cpu_seconds
+        self.cpu = self.read(pid) if pid else None
         self.wall = time.monotonic()
 
     def report(self, answered: int) -> dict[str, float]:
         if self.pid is None or self.cpu is None:
             return {}
-        cpu = cpu_seconds(self.pid)
+        cpu = self.read(self.pid)
         if cpu is None:
             return {}
         used, wall = cpu - self.cpu, time.monotonic() - self.wall
@@ -135,7 +162,9 @@ class Processes:
         self.workdir = workdir
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], core: int | str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """`core`: one core, or a `taskset -c` list such as "0,1"."""
         with open(self.workdir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(["taskset", "-c", str(core), *argv], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -163,7 +192,7 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def start_nginx(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
+def start_nginx(procs: Processes, cores: int | str = LOAD_CORE) -> tuple[str, subprocess.Popen[bytes]]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         raise SystemExit("nginx not found: apt-get install -y nginx (the mock upstream)")
@@ -173,7 +202,7 @@ def start_nginx(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
     body = json.dumps(COMPLETION, separators=(",", ":"))
     assert "'" not in body
     (ndir / "nginx.conf").write_text(NGINX_CONF.format(dir=ndir, port=port, body=body))
-    proc = procs.start("nginx", [nginx, "-p", str(ndir), "-c", str(ndir / "nginx.conf")], LOAD_CORE)
+    proc = procs.start("nginx", [nginx, "-p", str(ndir), "-c", str(ndir / "nginx.conf")], cores)
     wait_port(port, proc)
     return f"http://127.0.0.1:{port}", proc
 
@@ -206,18 +235,23 @@ def create_key(db_url: str) -> str:
     return out.stdout.strip().splitlines()[-1].strip()
 
 
-def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path,
-                     extra_env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes], str]:
+def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path | str,
+                     extra_env: dict[str, str] | None = None, *, workers: int = 1,
+                     cores: int | str = PROXY_CORE) -> tuple[str, subprocess.Popen[bytes], str]:
     """A fresh store, a key in it, and `heliograph serve` on the proxy core. Returns url, process, key.
 
+    `db_path`: a SQLite file, or a database URL as is (e.g. an empty PostgreSQL database).
     `extra_env`: more `HELIOGRAPH_*` settings (e.g. `HELIOGRAPH_REDIS_URL`); any others in the
-    harness's own environment are dropped."""
-    db_url = f"sqlite:///{db_path}"
+    harness's own environment are dropped. `workers` > 1 needs `HELIOGRAPH_REDIS_URL` in it."""
+    db_url = db_path if isinstance(db_path, str) else f"sqlite:///{db_path}"
     key = create_key(db_url)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")}
     env |= {"HELIOGRAPH_UPSTREAM_OPENAI": upstream, "HELIOGRAPH_LOG_LEVEL": "warning", **(extra_env or {})}
-    proc = procs.start(name, [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url], PROXY_CORE, env)
+    argv = [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    proc = procs.start(name, argv, cores, env)
     wait_port(port, proc)
     return f"http://127.0.0.1:{port}", proc, key
 
@@ -251,8 +285,8 @@ _wrk_calls = 0
 
 
 def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], duration: float,
-            connections: int, vary: bytes | None = None) -> dict[str, Any]:
-    """Closed-loop saturation with wrk (one thread, on the load core). Returns its numbers.
+            connections: int, vary: bytes | None = None, *, cores: int | str = LOAD_CORE) -> dict[str, Any]:
+    """Closed-loop saturation with wrk (one thread, on the load core, or `cores`). Returns its numbers.
 
     `vary`: a placeholder in `body` replaced by a unique value on every request (see WRK_VARY)."""
     global _wrk_calls
@@ -270,7 +304,7 @@ def run_wrk(workdir: Path, url: str, body: bytes, headers: dict[str, str], durat
         dynamic = WRK_VARY.format(head=head, tail=tail, tag=tag, digits=len(vary) - len(tag))
     script = workdir / "wrk.lua"
     script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lua_headers, dynamic=dynamic))
-    argv = ["taskset", "-c", str(LOAD_CORE), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
+    argv = ["taskset", "-c", str(cores), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
             "--timeout", "10s", "-s", str(script), url]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
@@ -350,10 +384,13 @@ def _frame_name(frame: str) -> str:
     return f"{match['func']} ({path.replace(str(BENCH.parent) + '/', '')})"
 
 
-def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
-    """Samples per thread, the top functions by own samples, and Heliograph's functions by inclusive
-    samples, from py-spy's `--threads -f raw` output (one collapsed stack per line, the thread
-    first, the count last)."""
+def profile_summary(raw_path: Path, top: int = 15, *, rps: float | None = None,
+                    cpu_us_per_req: float | None = None) -> dict[str, Any]:
+    """Samples per thread, the time by stage (bench/stages.py; µs per request when given the CPU per
+    request measured while sampling), the top functions by own samples, and Heliograph's functions by
+    inclusive samples, from py-spy's `--threads -f raw` output (one collapsed stack per line, the
+    thread first, the count last)."""
+    samples: list[tuple[str, list[str], int]] = []
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -365,9 +402,12 @@ def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
         count = int(count_text)
         total += count
         frames = stack.split(";")
+        thread = "?"
         if THREAD.match(frames[0]):
-            threads[THREAD.sub("", frames[0]) or "thread"] += count
+            thread = THREAD.sub("", frames[0]) or "thread"
+            threads[thread] += count
             frames = frames[1:]
+        samples.append((thread, frames, count))
         names = [_frame_name(f) for f in frames]
         if names:
             own[names[-1]] += count
@@ -379,5 +419,6 @@ def profile_summary(raw_path: Path, top: int = 15) -> dict[str, Any]:
         return round(100 * n / total, 1) if total else 0.0
     return {"samples": total,
             "threads": [[name, pct(n)] for name, n in threads.most_common()],
+            "stages": stages.breakdown(samples, rps=rps, cpu_us_per_req=cpu_us_per_req),
             "top_own": [[name, pct(n)] for name, n in own.most_common(top)],
             "top_inclusive": [[name, pct(n)] for name, n in inclusive.most_common(top)]}

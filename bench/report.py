@@ -124,11 +124,34 @@ def table(results: dict[str, Any], judged: list[tuple[str, bool | None, str]]) -
         what = "holding the GIL" if mode == "gil" else "all non-idle samples, GIL waits included"
         lines.append(f"\nHeliograph at saturation, py-spy {mode} ({what}; {prof['samples']} samples)")
         lines.append("  threads: " + ", ".join(f"{name} {pct}%" for name, pct in prof["threads"]))
+        lines.extend(stage_lines(prof))
+        lines.append("  top functions (own samples):")
         lines.extend(f"  {pct:5.1f}%  {name}" for name, pct in prof["top_own"][:10])
     lines.append("\nDESIGN §4 targets (indicative only if the machine was busy; see load avg):")
     for name, ok, detail in judged:
         lines.append(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}")
     return "\n".join(lines)
+
+
+def stage_lines(prof: dict[str, Any]) -> list[str]:
+    """The stage breakdown (bench/stages.py): % of samples, and µs per request from the CPU per
+    request measured during the sampled wrk step."""
+    stages = prof.get("stages")
+    if not stages or not stages["stages"]:
+        return []
+    us = stages.get("cpu_us_per_req")
+    head = f"  by stage ({stages['samples']} samples"
+    if us:
+        head += f"; us/req = share x {us:.0f} us of CPU per request at {stages['rps']:.0f} req/s while sampled"
+    lines = [head + "):"]
+    if "gil_held_pct" in prof and prof.get("cpu_pct_while_sampled"):
+        lines.append(f"  (the GIL was held {prof['gil_held_pct']:.0f} % of the sampled time, the process used "
+                     f"{prof['cpu_pct_while_sampled']:.0f} % of a core: CPU without the GIL (kernel, SQLite's C, "
+                     f"compression) is spread over the stages pro rata)")
+    for row in stages["stages"]:
+        per_req = f"{row['us_per_req']:7.1f} us" if row["us_per_req"] is not None else ""
+        lines.append(f"  {row['pct']:5.1f}%  {per_req:>10}  {row['stage']}")
+    return lines
 
 
 # --- the controls phase (bench/controls.py) ---------------------------------------------------

@@ -141,17 +141,31 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def store_counts(db_path: Path) -> dict[str, dict[str, int]]:
+def property_sql(db: Path | str, name: str) -> str:
+    """The SQL for a request's `Helicone-Property-<name>` in a SQLite file or a PostgreSQL URL."""
+    return f"json_extract(properties, '$.{name}')" if isinstance(db, Path) else f"(properties::jsonb ->> '{name}')"
+
+
+def store_query(db: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    """Run a read-only query on the store: a SQLite file, or a PostgreSQL URL."""
+    if isinstance(db, Path):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchall()
+    import psycopg
+    with psycopg.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def store_counts(db_path: Path | str) -> dict[str, dict[str, int]]:
     """Rows per bench phase in the `requests` table: all of them, the 2xx ones, the cache hits."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT json_extract(properties, '$.bench'), count(*), sum(status BETWEEN 200 AND 299), "
-                          "sum(cache_reference_id IS NOT NULL) FROM requests GROUP BY 1").fetchall()
+    rows = store_query(db_path, f"SELECT {property_sql(db_path, 'bench')}, count(*), "
+                                "sum(CASE WHEN status BETWEEN 200 AND 299 THEN 1 ELSE 0 END), "
+                                "sum(CASE WHEN cache_reference_id IS NOT NULL THEN 1 ELSE 0 END) FROM requests GROUP BY 1")
     return {str(phase): {"rows": n, "rows_2xx": int(ok or 0), "rows_cached": int(hits or 0)}
             for phase, n, ok, hits in rows}
 
 
-def journal_files(db_path: Path) -> list[str]:
-    journal = db_path.parent / "journal"
+def journal_files(journal: Path) -> list[str]:
     return sorted(str(p.relative_to(journal)) for p in journal.rglob("*") if p.is_file() and p.stat().st_size) \
         if journal.exists() else []
 
@@ -161,13 +175,15 @@ async def stop_heliograph(processes: P.Processes, proc: Any) -> int:
     return await asyncio.to_thread(processes.stop, proc, 120.0)
 
 
-def completeness(db_path: Path, sent: dict[str, dict[str, Any]], exit_code: int) -> dict[str, Any]:
+def completeness(db_path: Path | str, sent: dict[str, dict[str, Any]], exit_code: int,
+                 journal: Path | None = None) -> dict[str, Any]:
     """Every request Heliograph received has a row, and every one answered 2xx has a 2xx row.
 
     For the open-loop phases `on_wire` counts requests actually written to a connection (requests
     still queued in the generator when a step is cut off never reached Heliograph); a request the
     generator gave up on after writing it may still be answered and logged, hence rows_2xx >= answered.
     wrk cuts its in-flight requests at the end; those may be answered and logged too.
+    `journal`: the journal folder [beside the SQLite file]; it must hold no records.
     """
     counts = store_counts(db_path)
     phases = {}
@@ -181,9 +197,12 @@ def completeness(db_path: Path, sent: dict[str, dict[str, Any]], exit_code: int)
         complete &= ok
         phases[phase] = {"answered": seen["ok"], "on_wire": seen.get("on_wire"), **got, "match": ok}
     unknown = {k: v for k, v in counts.items() if k not in sent}
-    journal = journal_files(db_path)
-    return {"complete": complete and not unknown and not journal, "server_exit_code": exit_code,
-            "phases": phases, "unexpected_phases": unknown, "journal_files_left": journal}
+    if journal is None:
+        assert isinstance(db_path, Path), "a PostgreSQL store needs its journal folder named"
+        journal = db_path.parent / "journal"
+    left = journal_files(journal)
+    return {"complete": complete and not unknown and not left, "server_exit_code": exit_code,
+            "phases": phases, "unexpected_phases": unknown, "journal_files_left": left}
 
 
 async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results: dict[str, Any],
@@ -281,27 +300,38 @@ async def profile(args: argparse.Namespace, processes: P.Processes, pid: int, ur
         say("  (py-spy not installed: pip install py-spy to profile Heliograph at saturation)")
         return {"skipped": "py-spy not installed"}
     seconds = max(3, round(min(args.duration, 8)))
+    rate = 250  # samples a second
     out: dict[str, Any] = {}
     RESULTS.mkdir(exist_ok=True)
     for mode, flags in PROFILE_MODES:
         raw = processes.workdir / f"heliograph-profile-{mode}.txt"
-        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", *flags, "-r", "250",
+        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", *flags, "-r", str(rate),
                                                  "-d", str(seconds + 1), "-f", "raw", "-o", str(raw), "-p", str(pid)],
                               P.LOAD_CORE)
+        window = P.CpuMeter(pid)  # py-spy's whole window, to compare with how often the GIL was held
         try:
             await asyncio.sleep(0.5)
+            meter = P.CpuMeter(pid)  # wrk's window: the CPU per request the stages share
             report = await asyncio.to_thread(P.run_wrk, processes.workdir, url, body,
                                              headers_for(key, f"profile-{mode}"), seconds,
                                              args.connections)
+            report |= meter.report(report["ok"])
             sent[f"profile-{mode}"] = {"kind": "wrk", "ok": report["ok"], "connections": args.connections}
             await asyncio.to_thread(spy.wait, 60)
+            sampled = window.report(0)
         finally:
             processes.stop(spy)
         if not raw.exists():
             out[mode] = {"skipped": f"py-spy failed: {processes.log_tail(f'py-spy-{mode}')}"}
             continue
         shutil.copy(raw, RESULTS / raw.name)
-        out[mode] = P.profile_summary(raw) | {"rps_while_profiled": report["max_rps"]}
+        # Only GIL samples are CPU: the `all` mode also counts threads waiting for the GIL.
+        out[mode] = P.profile_summary(raw, rps=report["max_rps"],
+                                      cpu_us_per_req=report.get("target_cpu_us_per_req") if mode == "gil" else None)
+        out[mode] |= {"rps_while_profiled": report["max_rps"], "cpu_pct_while_sampled": sampled.get("target_cpu_pct")}
+        if mode == "gil":
+            # One sample per tick while some thread held the GIL: CPU beyond that ran without it.
+            out[mode]["gil_held_pct"] = round(100 * out[mode]["samples"] / (rate * (seconds + 1)), 1)
         say(f"  py-spy ({mode}) {seconds} s at saturation ({report['max_rps']} req/s while sampled), "
             f"{out[mode]['samples']} samples -> bench/results/{raw.name}")
     return out
