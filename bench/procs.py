@@ -120,6 +120,14 @@ def tree_cpu(pid: int) -> dict[int, float]:
     return {p: cpu for p in process_tree(pid) if (cpu := cpu_seconds(p)) is not None}
 
 
+def pin_children(pid: int, core: int) -> list[int]:
+    """Move `pid`'s descendants (Heliograph's writer process) to `core`; their pids."""
+    moved = [child for child in process_tree(pid) if child != pid]
+    for child in moved:
+        subprocess.run(["taskset", "-p", "-c", str(core), str(child)], check=True, capture_output=True)
+    return moved
+
+
 class CpuMeter:
     """CPU used by the target process during a step: a busy core at ~100 % while the rate falls
     behind means the target is the limit; CPU per answered request is less sensitive to noise
@@ -403,7 +411,14 @@ def profile_summary(raw_path: Path, top: int = 15, *, rps: float | None = None,
         total += count
         frames = stack.split(";")
         thread = "?"
-        if THREAD.match(frames[0]):
+        process = ""
+        while frames and frames[0].startswith("process "):     # py-spy --subprocesses: the writer's samples
+            process, frames = frames[0], frames[1:]
+        if "heliograph.writer" in process:
+            thread = "writer"
+            threads[thread] += count
+            frames = frames[1:] if frames and THREAD.match(frames[0]) else frames
+        elif frames and THREAD.match(frames[0]):
             thread = THREAD.sub("", frames[0]) or "thread"
             threads[thread] += count
             frames = frames[1:]

@@ -48,6 +48,13 @@ TARGETS = ("direct", "bare", "heliograph")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short steps (the whole run in about a minute)")
+    parser.add_argument("--writer-core", type=int, choices=(0, 1),
+                        help="pin Heliograph's writer process (recorder_process) to this core after the warm-up: "
+                             "0 gives the 'gateway core + recorder core' figure (core 0 also runs the load); "
+                             "by default it stays on the proxy core with the gateway (everything on one core)")
+    parser.add_argument("--env", action="append", default=[], metavar="HELIOGRAPH_X=value",
+                        help="a setting for the measured Heliograph (repeatable), e.g. "
+                             "HELIOGRAPH_RECORDER_PROCESS=false for the recorder in a thread")
     parser.add_argument("--rates", default="100,500,1000", help="open-loop rates in req/s [%(default)s]")
     parser.add_argument("--duration", type=float, help="seconds per open-loop and saturation step [10; quick 2.5]")
     parser.add_argument("--stream", action="store_true", help="also measure streaming TTFB and chunk spacing")
@@ -211,7 +218,8 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
     bare_url, bare_proc = P.start_bare(processes, "bare", mock_url)
     db_path = work / "plain" / "heliograph.db"
     db_path.parent.mkdir()
-    hg_url, hg_proc, key = P.start_heliograph(processes, "heliograph", mock_url, db_path)
+    hg_url, hg_proc, key = P.start_heliograph(processes, "heliograph", mock_url, db_path,
+                                              dict(item.split("=", 1) for item in args.env))
     await loadgen.wait_http(hg_url + "/healthz")
     urls = {"direct": mock_url + DIRECT_ROUTE, "bare": bare_url + DIRECT_ROUTE, "heliograph": hg_url + ROUTE}
     pids = {"direct": mock_proc.pid, "bare": bare_proc.pid, "heliograph": hg_proc.pid}
@@ -227,6 +235,10 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
             sent["warmup"] = {"kind": "open", "ok": step.ok, "on_wire": step.on_wire}
         if step.errors:
             raise RuntimeError(f"warm-up of {target} failed: {step.error_kinds}\n{processes.log_tail(target)}")
+    if args.writer_core is not None:
+        writers = P.pin_children(hg_proc.pid, args.writer_core)
+        results["writer_core"] = {"core": args.writer_core, "pids": writers}
+        say(f"  writer process(es) {writers} pinned to core {args.writer_core}")
 
     results["open_loop"] = []
     for rate in args.rates:
@@ -234,7 +246,7 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
         for target in TARGETS:
             gc.collect()
             await asyncio.sleep(0.5)  # let the previous target settle (Heliograph flushes its recorder)
-            meter = P.CpuMeter(pids[target])
+            meter = P.CpuMeter(pids[target], tree=target == "heliograph")
             step = await loadgen.run_open_loop(target, urls[target], body, headers_for(key, phase), rate, args.duration)
             report = step.report() | meter.report(step.ok)
             results["open_loop"].append(report)
@@ -247,7 +259,7 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
     results["saturation"] = []
     for target in TARGETS:
         await asyncio.sleep(0.5)
-        meter = P.CpuMeter(pids[target])
+        meter = P.CpuMeter(pids[target], tree=target == "heliograph")
         report = await asyncio.to_thread(P.run_wrk, work, urls[target], body, headers_for(key, "wrk"),
                                          args.duration, args.connections)
         report |= {"target": target, **meter.report(report["ok"])}
@@ -263,7 +275,7 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
     if args.soak > 0:
         rate = args.soak_rate or max(10.0, round(0.8 * hg_max))
         await asyncio.sleep(1.0)
-        meter = P.CpuMeter(hg_proc.pid)
+        meter = P.CpuMeter(hg_proc.pid, tree=True)
         step = await loadgen.run_open_loop("heliograph", urls["heliograph"], body, headers_for(key, "soak"),
                                            rate, args.soak)
         results["soak"] = step.report() | meter.report(step.ok)
@@ -305,13 +317,14 @@ async def profile(args: argparse.Namespace, processes: P.Processes, pid: int, ur
     RESULTS.mkdir(exist_ok=True)
     for mode, flags in PROFILE_MODES:
         raw = processes.workdir / f"heliograph-profile-{mode}.txt"
-        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", *flags, "-r", str(rate),
+        spy = processes.start(f"py-spy-{mode}", [pyspy, "record", "--nonblocking", "--threads", "--subprocesses",
+                                                 *flags, "-r", str(rate),
                                                  "-d", str(seconds + 1), "-f", "raw", "-o", str(raw), "-p", str(pid)],
                               P.LOAD_CORE)
-        window = P.CpuMeter(pid)  # py-spy's whole window, to compare with how often the GIL was held
+        window = P.CpuMeter(pid, tree=True)  # py-spy's window, to compare with how often a GIL was held
         try:
             await asyncio.sleep(0.5)
-            meter = P.CpuMeter(pid)  # wrk's window: the CPU per request the stages share
+            meter = P.CpuMeter(pid, tree=True)  # wrk's window: the CPU per request the stages share
             report = await asyncio.to_thread(P.run_wrk, processes.workdir, url, body,
                                              headers_for(key, f"profile-{mode}"), seconds,
                                              args.connections)

@@ -10,8 +10,10 @@ bootstrap): reaching one means no rule matched, and the sample is `other (<inner
 a sample whose leaf *is* `Runner.run` is the event loop's own time (uvloop and httptools are C,
 invisible to py-spy, so their work shows as `Runner.run` itself).
 
-Threads: `main` is MainThread (the event loop), `recorder` is heliograph-recorder; any other thread
-is its own stage (`thread <name>`). Stacks py-spy could not read at all are `other (no Python frame)`.
+Threads: `main` is MainThread (the event loop), `recorder` is heliograph-recorder and the writer
+process (`heliograph.writer`, recorder_process: the rows are built and stored there; run.py samples
+it with py-spy's --subprocesses); any other thread is its own stage (`thread <name>`). Stacks
+py-spy could not read at all are `other (no Python frame)`.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ STAGE_RULES: tuple[tuple[str, str, str], ...] = (
     # to_row's own lines: the row dict, properties, the JSON of attempts; clamping numbers.
     ("row building (to_row)", "recorder", r"heliograph/recording/(process|record)\.py|^clamp_numbers \("),
     ("batching", "recorder", r"heliograph/recording/(recorder|journal)\.py|^Queue\.get(_nowait)? \("),
+    # Batches to and rows from the writer process: pickling and the pipe, on both sides.
+    ("hand-off to the writer process", "recorder", r"heliograph/writer\.py|[(/]multiprocessing/|[(/]pickle"),
 )
-THREADS = {"MainThread": "main", "heliograph-recorder": "recorder"}
+THREADS = {"MainThread": "main", "heliograph-recorder": "recorder", "writer": "recorder"}
 # A thread's outer frames: the walk stops there (see the module docstring).
 OUTER = re.compile(r"^Runner\.run \(|^asyncio_run \(|^Server\.run \([^)]*uvicorn/|^Thread\.(run|_bootstrap\w*) \("
                    r"|^Recorder\._run \(|^run \([^)]*heliograph/server\.py|^serve \(|[(/]click/|^<module> \(")

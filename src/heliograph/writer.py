@@ -24,8 +24,10 @@ pipe, or dies.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import logging.config
+import operator
 import os
 import signal
 import socket
@@ -51,6 +53,9 @@ CONFIG_ENV = "HELIOGRAPH_WRITER_CONFIG"
 
 
 BODIES = ("request_body", "response_body", "response_stream")     # not sent back: the observer needs none
+# Records cross the pipe as tuples of their fields, rows come back as tuples under one list of
+# keys: a third of the pickling of dataclasses and dicts (the gateway's side of it is on its core).
+FIELDS = operator.attrgetter(*(field.name for field in dataclasses.fields(RawRecord)))
 
 
 class StoreRefused(Exception):
@@ -75,11 +80,12 @@ class WriterProcess:
     def write(self, batch: Sequence[RawRecord]) -> Written:
         conn = self._connection()
         try:
-            conn.send(list(batch))
-            kind, value, queued, rows, internal_errors, clamped = conn.recv()
+            conn.send([FIELDS(record) for record in batch])
+            kind, value, queued, keys, values, internal_errors, clamped = conn.recv()
         except (EOFError, OSError) as exc:
             code = self._stopped()
             raise StoreUnavailable(f"the writer process stopped (exit code {code}); it is started again") from exc
+        rows: list[Mapping[str, Any]] = [dict(zip(keys, row)) for row in values]
         written = Written(rows, internal_errors=internal_errors, clamped=clamped)
         if kind == "unavailable":
             written.failure = StoreUnavailable(value)
@@ -141,12 +147,12 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
     try:
         while True:
             try:
-                batch = conn.recv()
+                fields = conn.recv()
             except (EOFError, OSError):
                 return          # the gateway is gone
-            if batch is None:
+            if fields is None:
                 return
-            written = build_rows(batch, overrides)
+            written = build_rows([RawRecord(*values) for values in fields], overrides)
             before = getattr(store, "request_calls_queued", 0)
             kind = "ok"
             value: Any = None
@@ -156,8 +162,9 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
                 kind, value = "unavailable", str(exc)
             except Exception as exc:
                 kind, value = "refused", f"{type(exc).__name__}: {exc}"
-            rows = [{k: v for k, v in row.items() if k not in BODIES} for row in written.rows]
-            conn.send((kind, value, getattr(store, "request_calls_queued", 0) - before, rows,
+            keys = [key for key in written.rows[0] if key not in BODIES] if written.rows else []
+            values = list(map(operator.itemgetter(*keys), written.rows)) if written.rows else []
+            conn.send((kind, value, getattr(store, "request_calls_queued", 0) - before, keys, values,
                        written.internal_errors, written.clamped))
     finally:
         store.close()
