@@ -1,7 +1,7 @@
 """What the hot path hands to the recorder: raw facts, no parsing.
 
-Everything costly (JSON parsing of bodies, usage extraction, pricing, compression) happens in
-the recorder thread, from these fields.
+Everything costly (JSON parsing of bodies, usage extraction, pricing, compression) happens where
+the recorder writes, from these fields: its writer process (writer.py), or its thread.
 """
 
 from __future__ import annotations
