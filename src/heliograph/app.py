@@ -56,6 +56,9 @@ JOURNAL_DEGRADED_AFTER = 30.0
 NOT_PROXIED = ("/api/", "/healthz", "/readyz", "/metrics", *DASHBOARD_PREFIXES)
 
 
+SWITCH_INTERVAL = 0.0005    # seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
+
+
 class StartupError(Exception):
     """A reason not to start that a person can act on: said in one line, without a stack trace."""
 
@@ -260,6 +263,11 @@ class Heliograph:
         # Everything built so far lives as long as the process: out of the collector's way, so a full
         # collection under load walks only what requests allocate (bench/: issue 8's note).
         gc.freeze()
+        # The recorder thread takes the GIL back after each read of the writer's answer and for the
+        # access lines; the event loop then waited up to the 5 ms default before it got it back, a
+        # stall per batch that batched streamed chunks and added tens of ms to TTFB at 500 streams/s
+        # while the core was 60 % busy (bench/, issue 14). 0.5 ms bounds each wait.
+        sys.setswitchinterval(SWITCH_INTERVAL)
 
     async def shutdown(self) -> None:
         for task in self._tasks:
