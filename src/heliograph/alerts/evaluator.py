@@ -58,13 +58,13 @@ def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
-def metric_value(metric: str, metrics: Mapping[str, Any], hits: int = 0) -> float | None:
+def metric_value(metric: str, metrics: Mapping[str, Any]) -> float | None:
     """The rule's metric from an analytics answer (one group's or the summary), in the rule's units."""
     requests = int(metrics.get("requests") or 0)
     if metric == "error_rate":
         return 100.0 * float(metrics.get("error_rate") or 0.0)
     if metric == "cache_hit_rate":
-        return 100.0 * hits / requests if requests else 0.0
+        return 100.0 * int(metrics.get("cache_hits") or 0) / requests if requests else 0.0
     if metric == "request_count":
         return float(requests)
     if metric == "tokens":
@@ -100,14 +100,11 @@ class Evaluation:
         key = (rule["project_id"], orjson.dumps(spec["filter"], option=orjson.OPT_SORT_KEYS), group_by, start, end,
                percentiles)
         groups = self._answers.get(key)
-        node = parse_filter(spec["filter"])
         if groups is None:
-            query = AnalyticsQuery(start, end, node, None, group_by, MAX_GROUPS, project=rule["project_id"])
+            query = AnalyticsQuery(start, end, parse_filter(spec["filter"]), None, group_by, MAX_GROUPS,
+                                   project=rule["project_id"])
             groups = self._answers[key] = self.store.group_metrics(query, percentiles=percentiles, memo=self._edges)
-        hits: Mapping[Any, int] = {}
-        if spec["metric"] == "cache_hit_rate":
-            hits = self.store.cache_hits(project=rule["project_id"], node=node, start=start, end=end, group_by=group_by)
-        return {group: (metric_value(spec["metric"], metrics, hits.get(group, 0)), int(metrics["requests"]))
+        return {group: (metric_value(spec["metric"], metrics), int(metrics["requests"]))
                 for group, metrics in groups.items() if group is not None or group_by is None}
 
     def rule(self, rule: Mapping[str, Any], known: Mapping[str, dict[str, Any]]) -> None:

@@ -68,9 +68,10 @@ _RAW_SUMS = ", ".join(f"CAST(SUM({expr}) AS BIGINT)" for expr in (
     "CASE WHEN r.cost IS NULL THEN 1 ELSE 0 END", *(f"COALESCE(r.{t}, 0)" for t in _TOKENS),
     "CAST(ROUND(r.latency_ms * 1000) AS BIGINT)",
     "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE CAST(ROUND(r.ttft_ms * 1000) AS BIGINT) END",
-    "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE 1 END"))
+    "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE 1 END", "CASE WHEN r.cache_reference_id IS NULL THEN 0 ELSE 1 END"))
 _RAW_COLUMNS = ("r.status, r.cost, r.prompt_tokens, r.completion_tokens, r.total_tokens, "
-                "r.prompt_cache_read_tokens, r.prompt_cache_write_tokens, r.reasoning_tokens, r.latency_ms, r.ttft_ms")
+                "r.prompt_cache_read_tokens, r.prompt_cache_write_tokens, r.reasoning_tokens, r.latency_ms, r.ttft_ms, "
+                "r.cache_reference_id IS NOT NULL")
 
 
 @dataclass(frozen=True, slots=True)
