@@ -281,3 +281,41 @@ def test_unrolled_requests_leave_no_trace_in_the_rollups(store: Store) -> None:
             (g["group"], g["requests"]) for g in exact.get("groups", [])]
     assert store.property_values("email", project="default") == []
     assert "email" not in {k["property"] for k in store.property_keys(project="default")}
+
+
+def test_the_evaluators_edge_memo_reads_each_minute_once_and_agrees_with_the_rows(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alert evaluations one minute apart (storage/edges.py): after the first, only new minutes and the
+    partial ones at the ends are read; a request recorded late into a kept minute is counted."""
+    from heliograph.storage.edges import EdgeMemo
+    from heliograph.storage.filters import ALL
+    store.insert_requests(dataset())
+    spans: list[int] = []
+    raw_cells = type(store)._raw_cells
+
+    def spy(self: Any, cells: Any, project: str, node: Any, start: int, end: int, *args: Any, **kwargs: Any) -> None:
+        spans.append(end - start)
+        raw_cells(self, cells, project, node, start, end, *args, **kwargs)
+    monkeypatch.setattr(type(store), "_raw_cells", spy)
+    memo, now = EdgeMemo(), T0 + 3 * HOUR + 1234
+    for tick in range(4):
+        memo.next_evaluation()
+        at = now + tick * 60_000
+        if tick == 3:       # a long stream's record, 7 minutes after it started, in a minute already kept
+            store.insert_requests([make_row("late", created_at=at - 7 * 60_000, user_id="u1", props={"tier": "pro"},
+                                            request_name="plan", cache_reference_id="a00001")])
+        for group_by in (None, "user", "request_name", "property:tier"):
+            for window in (5 * 60_000, 2 * HOUR):
+                query = AnalyticsQuery(at - window, at, ALL, None, group_by, 1000, project="default")
+                spans.clear()
+                kept = store.group_metrics(query, percentiles=False, memo=memo)
+                read = list(spans)
+                assert kept == store.group_metrics(query, percentiles=False), (tick, group_by, window)
+                with_percentiles = store.group_metrics(query, memo=memo)
+                for group, exact in store.group_metrics(query).items():
+                    assert_same(with_percentiles[group], exact, f"{tick} {group_by} {window} {group}")
+                if tick == 0 and group_by is not None and window > HOUR:
+                    assert max(read) > 30 * 60_000      # the first evaluation reads the edges' rows
+                if tick in (1, 2):
+                    assert read and max(read) <= 60_000, (tick, group_by, window, read)
+    assert memo.minutes_read > 0

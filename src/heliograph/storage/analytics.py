@@ -32,6 +32,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from .cells import Cell
+from .edges import MINUTE_MS, EdgeMemo
 from .executor import QueryMixin
 from .filters import ALL, All, Branch, Column, Condition, Dialect, Node, compile_filter
 from .histogram import BINS, QUANTILES
@@ -222,11 +223,11 @@ class AnalyticsQueries(QueryMixin):
         return result
 
     def group_metrics(self, query: AnalyticsQuery, *, percentiles: bool = True,
-                      memo: dict[Any, Cells] | None = None) -> dict[Any, dict[str, Any]]:
+                      memo: EdgeMemo | None = None) -> dict[Any, dict[str, Any]]:
         """Every group's metrics over the whole range (the alert evaluator's question): `analytics`
         without its ranking, its summary and its series, so a grouped rule is one pass. Ungrouped:
-        {None: the summary}. `memo`: rows at the range's edges already read for another query of the
-        same filter and grouping (the current hour's rows are every hourly range's end), kept by the caller."""
+        {None: the summary}. `memo`: the rows at ranges' edges already read, by this evaluation or,
+        minute by minute, by the ones before (edges.py), kept by the caller."""
         cells = self._cells(set(), query, query.start, query.end, None, query.group_by, sums_only=not percentiles,
                             memo=memo)
         if query.group_by is None:
@@ -235,7 +236,7 @@ class AnalyticsQueries(QueryMixin):
 
     def _cells(self, sources: set[str], query: AnalyticsQuery, start: int, end: int, bucket_ms: int | None,
                group_by: str | None, only: frozenset[Any] | None = None, *, sums_only: bool = False,
-               memo: dict[Any, Cells] | None = None) -> Cells:
+               memo: EdgeMemo | None = None) -> Cells:
         """`sums_only`: no latency/TTFT distribution is wanted (no percentiles), so rollups ship no
         histogram columns and the rows at the edges are summed by SQL instead of one by one."""
         node, project = query.filter, query.project
@@ -244,29 +245,60 @@ class AnalyticsQueries(QueryMixin):
         levels = {} if plan is None else {level: family for level, family in plan.levels
                                           if bucket_ms is None or bucket_ms % LEVEL_MS[level] == 0}
         pieces = segments(start, end, list(levels))
-        if plan is None or all(level is None for level, _, _ in pieces):
+        # The alert evaluator (a memo, totals only) reads rows by minute through the memo (edges.py),
+        # even for a range too short for any rollup, so its percentiles always come from histograms.
+        edges = memo if plan is not None and bucket_ms is None else None
+        if edges is None and (plan is None or all(level is None for level, _, _ in pieces)):
             # Nothing to read from rollups (a filter they cannot answer, or too short a range).
             sources.add("requests")
             self._raw_cells(cells, project, node, start, end, bucket_ms, group_by, only, exact=True, sums_only=sums_only)
             return cells
         sources.add("rollups")
         for level, seg_start, seg_end in pieces:
-            if level is None and memo is not None:
-                key = (project, node, seg_start, seg_end, bucket_ms, group_by, only, sums_only)
-                part = memo.get(key)
-                if part is None:
-                    part = memo[key] = {}
-                    self._raw_cells(part, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False,
-                                    sums_only=sums_only)
-                for at, known in part.items():
-                    _cell(cells, at).merge(known)
+            if level is None and edges is not None:
+                self._edge_cells(cells, edges, project, node, seg_start, seg_end, group_by, only, sums_only)
             elif level is None:
                 self._raw_cells(cells, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False,
                                 sums_only=sums_only)
             else:
+                assert plan is not None     # no plan, no levels: every piece is rows
                 self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only,
                                    query.brief, sums_only=sums_only)
         return cells
+
+    def _edge_cells(self, cells: Cells, memo: EdgeMemo, project: str, node: Node, start: int, end: int,
+                    group_by: str | None, only: frozenset[Any] | None, sums_only: bool) -> None:
+        """Totals of the rows in [start, end), once per evaluation: whole minutes from the memo when
+        their count is unchanged (read and kept otherwise), the partial minutes at both ends read."""
+        key = (project, node, group_by, only, sums_only)
+        total = memo.ranges.get((*key, start, end))
+        if total is None:
+            total = memo.ranges[(*key, start, end)] = {}
+            first, last = -(-start // MINUTE_MS) * MINUTE_MS, end // MINUTE_MS * MINUTE_MS
+            if first >= last:
+                first = last = end
+            for lo, hi in ((start, first), (last, end)):
+                if lo < hi:
+                    self._raw_cells(total, project, node, lo, hi, None, group_by, only, exact=False,
+                                    sums_only=sums_only)
+            if first < last:
+                counts = memo.counts(project, first, last, lambda: self._minute_counts(project, first, last))
+                for lo, hi in list(memo.missing(key, first, last, counts)):
+                    read: Cells = {}
+                    self._raw_cells(read, project, node, lo, hi, MINUTE_MS, group_by, only, exact=False,
+                                    sums_only=sums_only)
+                    memo.keep(key, lo, hi, counts, read)
+                for part in memo.cells(key, first, last):
+                    for at, known in part.items():
+                        _cell(total, at).merge(known)
+        for at, known in total.items():
+            _cell(cells, at).merge(known)
+
+    def _minute_counts(self, project: str, start: int, end: int) -> dict[int, int]:
+        """Requests per minute of [start, end) (whole minutes) as rollup_minute counts them."""
+        sql = ("SELECT r.bucket, SUM(r.requests) FROM rollup_minute r WHERE r.project_id = ? AND r.bucket >= ? "
+               "AND r.bucket < ? GROUP BY r.bucket")
+        return {int(bucket): int(count) for bucket, count in self._tuples(_bind(self.dialect, sql), [project, start, end])}
 
     def _rollup_cells(self, cells: Cells, project: str, plan: RollupPlan, family: Family, level: str, start: int,
                       end: int, bucket_ms: int | None, only: frozenset[Any] | None, brief: bool, *,
