@@ -269,30 +269,39 @@ class AnalyticsQueries(QueryMixin):
     def _edge_cells(self, cells: Cells, memo: EdgeMemo, project: str, node: Node, start: int, end: int,
                     group_by: str | None, only: frozenset[Any] | None, sums_only: bool) -> None:
         """Totals of the rows in [start, end), once per evaluation: whole minutes from the memo when
-        their count is unchanged (read and kept otherwise), the partial minutes at both ends read."""
-        key = (project, node, group_by, only, sums_only)
-        total = memo.ranges.get((*key, start, end))
+        their count is unchanged (read and kept otherwise), the partial minutes at both ends read.
+        Rows are read once for every rule of the same query, with histograms (but per user, whose
+        percentiles are never reported); a rule without percentiles merges the sums alone."""
+        histograms = group_by != "user"
+        key = (project, node, group_by, only)
+        total = memo.ranges.get((*key, start, end, sums_only))
         if total is None:
-            total = memo.ranges[(*key, start, end)] = {}
+            total = memo.ranges[(*key, start, end, sums_only)] = {}
             first, last = -(-start // MINUTE_MS) * MINUTE_MS, end // MINUTE_MS * MINUTE_MS
             if first >= last:
                 first = last = end
+            parts: list[Cells] = []
             for lo, hi in ((start, first), (last, end)):
                 if lo < hi:
-                    self._raw_cells(total, project, node, lo, hi, None, group_by, only, exact=False,
-                                    sums_only=sums_only)
+                    part = memo.ranges.get((*key, lo, hi, None))
+                    if part is None:
+                        part = memo.ranges[(*key, lo, hi, None)] = {}
+                        self._raw_cells(part, project, node, lo, hi, None, group_by, only, exact=False,
+                                        sums_only=not histograms, by_time=True)
+                    parts.append(part)
             if first < last:
                 counts = memo.counts(project, first, last, lambda: self._minute_counts(project, first, last))
                 for lo, hi in list(memo.missing(key, first, last, counts)):
                     read: Cells = {}
                     self._raw_cells(read, project, node, lo, hi, MINUTE_MS, group_by, only, exact=False,
-                                    sums_only=sums_only)
+                                    sums_only=not histograms, by_time=True)
                     memo.keep(key, lo, hi, counts, read)
-                for part in memo.cells(key, first, last):
-                    for at, known in part.items():
-                        _cell(total, at).merge(known)
+                parts.extend(memo.cells(key, first, last))
+            for part in parts:
+                for at, known in part.items():
+                    _cell(total, at).merge(known, histograms=not sums_only)
         for at, known in total.items():
-            _cell(cells, at).merge(known)
+            _cell(cells, at).merge(known, histograms=not sums_only)
 
     def _minute_counts(self, project: str, start: int, end: int) -> dict[int, int]:
         """Requests per minute of [start, end) (whole minutes) as rollup_minute counts them."""
@@ -349,7 +358,10 @@ class AnalyticsQueries(QueryMixin):
             cells[(row[0], row[1])] = Cell.final(row[2:2 + _N], row[2 + _N:])
 
     def _raw_cells(self, cells: Cells, project: str, node: Node, start: int, end: int, bucket_ms: int | None,
-                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool, sums_only: bool = False) -> None:
+                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool, sums_only: bool = False,
+                   by_time: bool = False) -> None:
+        # `by_time`: a short range (a window's edge: two hours at most), read by time whatever its
+        # property values; the probe for rare ones (sparse_properties) costs more than it saves there.
         bucket = f"(r.created_at / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0"
         join, head = "", [project, start, end]
         head_params: list[Any] = []
@@ -359,7 +371,7 @@ class AnalyticsQueries(QueryMixin):
             head_params.append(group_by[len(PROPERTY_GROUP):])
         else:
             group = _RAW_GROUP[group_by]
-        where, params = compile_filter(node, self.dialect, self.sparse_properties(node))
+        where, params = compile_filter(node, self.dialect, frozenset() if by_time else self.sparse_properties(node))
         kept, kept_params = _only(group, only)
         source = (f"FROM requests r{join} "
                   f"WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? AND ({where}) AND {kept}")

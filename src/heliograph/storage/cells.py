@@ -77,9 +77,12 @@ class Cell:
             for value in values[1]:
                 self.ttft = _with_value(self.ttft, value, False)
 
-    def merge(self, other: Cell) -> None:
+    def merge(self, other: Cell, histograms: bool = True) -> None:
+        """Add `other` in; `histograms` False: its sums alone (no percentile is wanted)."""
         assert self.fixed is None and other.fixed is None, "final cells are never merged"
         self.sums = [a + b for a, b in zip(self.sums, other.sums)]
+        if not histograms:
+            return
         if self.exact:
             assert self.latency is not None and self.ttft is not None
             self.latency += other.latency or []
