@@ -32,8 +32,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from .cells import Cell
-from .edges import MINUTE_MS, EdgeMemo
-from .executor import QueryMixin
+from .edges import EdgeMemo, EdgeReads
 from .filters import ALL, All, Branch, Column, Condition, Dialect, Node, compile_filter
 from .histogram import BINS, QUANTILES
 from .rollup_schema import (
@@ -190,7 +189,7 @@ def _only(expr: str, groups: frozenset[Any] | None) -> tuple[str, list[Any]]:
     return f"({' OR '.join(tests) or '1=0'})", values
 
 
-class AnalyticsQueries(QueryMixin):
+class AnalyticsQueries(EdgeReads):
     """Mixed into SQLStore: the read side of the rollups."""
 
     dialect: ClassVar[Dialect]
@@ -265,49 +264,6 @@ class AnalyticsQueries(QueryMixin):
                 self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only,
                                    query.brief, sums_only=sums_only)
         return cells
-
-    def _edge_cells(self, cells: Cells, memo: EdgeMemo, project: str, node: Node, start: int, end: int,
-                    group_by: str | None, only: frozenset[Any] | None, sums_only: bool) -> None:
-        """Totals of the rows in [start, end), once per evaluation: whole minutes from the memo when
-        their count is unchanged (read and kept otherwise), the partial minutes at both ends read.
-        Rows are read once for every rule of the same query, with histograms (but per user, whose
-        percentiles are never reported); a rule without percentiles merges the sums alone."""
-        histograms = group_by != "user"
-        key = (project, node, group_by, only)
-        total = memo.ranges.get((*key, start, end, sums_only))
-        if total is None:
-            total = memo.ranges[(*key, start, end, sums_only)] = {}
-            first, last = -(-start // MINUTE_MS) * MINUTE_MS, end // MINUTE_MS * MINUTE_MS
-            if first >= last:
-                first = last = end
-            parts: list[Cells] = []
-            for lo, hi in ((start, first), (last, end)):
-                if lo < hi:
-                    part = memo.ranges.get((*key, lo, hi, None))
-                    if part is None:
-                        part = memo.ranges[(*key, lo, hi, None)] = {}
-                        self._raw_cells(part, project, node, lo, hi, None, group_by, only, exact=False,
-                                        sums_only=not histograms, by_time=True)
-                    parts.append(part)
-            if first < last:
-                counts = memo.counts(project, first, last, lambda: self._minute_counts(project, first, last))
-                for lo, hi in list(memo.missing(key, first, last, counts)):
-                    read: Cells = {}
-                    self._raw_cells(read, project, node, lo, hi, MINUTE_MS, group_by, only, exact=False,
-                                    sums_only=not histograms, by_time=True)
-                    memo.keep(key, lo, hi, counts, read)
-                parts.extend(memo.cells(key, first, last))
-            for part in parts:
-                for at, known in part.items():
-                    _cell(total, at).merge(known, histograms=not sums_only)
-        for at, known in total.items():
-            _cell(cells, at).merge(known, histograms=not sums_only)
-
-    def _minute_counts(self, project: str, start: int, end: int) -> dict[int, int]:
-        """Requests per minute of [start, end) (whole minutes) as rollup_minute counts them."""
-        sql = ("SELECT r.bucket, SUM(r.requests) FROM rollup_minute r WHERE r.project_id = ? AND r.bucket >= ? "
-               "AND r.bucket < ? GROUP BY r.bucket")
-        return {int(bucket): int(count) for bucket, count in self._tuples(_bind(self.dialect, sql), [project, start, end])}
 
     def _rollup_cells(self, cells: Cells, project: str, plan: RollupPlan, family: Family, level: str, start: int,
                       end: int, bucket_ms: int | None, only: frozenset[Any] | None, brief: bool, *,

@@ -4,7 +4,8 @@ A range answered by rollups kept by the hour (per user, request name or property
 reads up to an hour of rows at each end, and the alert evaluator asks the same ranges, a minute
 further on, every interval. `EdgeMemo` keeps what those rows summed to, per query and whole minute,
 so that each evaluation reads only the minutes it has not seen: the one that just ended, and the
-partial minutes at the very ends of each range (which are read every time).
+partial minutes at the very ends of each range (which are read every time). `EdgeReads`, mixed into
+the analytics queries, reads through it.
 
 A kept minute is used only while the number of requests the rollups count in it (rollup_minute,
 written with the rows in one transaction) is the one it was read with: a request recorded late
@@ -18,9 +19,11 @@ edge minute is at most an hour old; the rollups in between see it at once).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from .cells import Cell
+from .executor import QueryMixin
+from .filters import Dialect, Node
 
 MINUTE_MS = 60_000
 Cells = dict[tuple[Any, Any], Cell]
@@ -87,3 +90,63 @@ class EdgeMemo:
         for minute in range(start, end, MINUTE_MS):
             self._used.add((key, minute))
             yield kept[minute][1]
+
+
+class EdgeReads(QueryMixin):
+    """Mixed into AnalyticsQueries: the evaluator's reads of ranges' edges through an EdgeMemo."""
+
+    dialect: ClassVar[Dialect]
+
+    def _raw_cells(self, cells: Cells, project: str, node: Node, start: int, end: int, bucket_ms: int | None,
+                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool, sums_only: bool = False,
+                   by_time: bool = False) -> None:
+        raise NotImplementedError
+
+    def _edge_cells(self, cells: Cells, memo: EdgeMemo, project: str, node: Node, start: int, end: int,
+                    group_by: str | None, only: frozenset[Any] | None, sums_only: bool) -> None:
+        """Totals of the rows in [start, end), once per evaluation: whole minutes from the memo when
+        their count is unchanged (read and kept otherwise), the partial minutes at both ends read.
+        Rows are read once for every rule of the same query, with histograms (but per user, whose
+        percentiles are never reported); a rule without percentiles merges the sums alone."""
+        histograms = group_by != "user"
+        key = (project, node, group_by, only)
+        total = memo.ranges.get((*key, start, end, sums_only))
+        if total is None:
+            total = memo.ranges[(*key, start, end, sums_only)] = {}
+            first, last = -(-start // MINUTE_MS) * MINUTE_MS, end // MINUTE_MS * MINUTE_MS
+            if first >= last:
+                first = last = end
+            parts: list[Cells] = []
+            for lo, hi in ((start, first), (last, end)):
+                if lo < hi:
+                    part = memo.ranges.get((*key, lo, hi, None))
+                    if part is None:
+                        part = memo.ranges[(*key, lo, hi, None)] = {}
+                        self._raw_cells(part, project, node, lo, hi, None, group_by, only, exact=False,
+                                        sums_only=not histograms, by_time=True)
+                    parts.append(part)
+            if first < last:
+                counts = memo.counts(project, first, last, lambda: self._minute_counts(project, first, last))
+                for lo, hi in list(memo.missing(key, first, last, counts)):
+                    read: Cells = {}
+                    self._raw_cells(read, project, node, lo, hi, MINUTE_MS, group_by, only, exact=False,
+                                    sums_only=not histograms, by_time=True)
+                    memo.keep(key, lo, hi, counts, read)
+                parts.extend(memo.cells(key, first, last))
+            for part in parts:
+                _merge(total, part, not sums_only)
+        _merge(cells, total, not sums_only)
+
+    def _minute_counts(self, project: str, start: int, end: int) -> dict[int, int]:
+        """Requests per minute of [start, end) (whole minutes) as rollup_minute counts them."""
+        sql = self.dialect.sql("SELECT r.bucket, SUM(r.requests) FROM rollup_minute r WHERE r.project_id = ? "
+                               "AND r.bucket >= ? AND r.bucket < ? GROUP BY r.bucket")
+        return {int(bucket): int(count) for bucket, count in self._tuples(sql, [project, start, end])}
+
+
+def _merge(cells: Cells, part: Cells, histograms: bool) -> None:
+    for at, known in part.items():
+        cell = cells.get(at)
+        if cell is None:
+            cell = cells[at] = Cell(exact=False)
+        cell.merge(known, histograms=histograms)
