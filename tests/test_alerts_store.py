@@ -126,23 +126,43 @@ def test_budget_spend_from_the_rollups_equals_the_rows(store: Store) -> None:
             assert fast[target]["unpriced_calls"] == unpriced
 
 
-def test_cache_hits_per_group_match_the_rows(store: Store) -> None:
+@pytest.mark.parametrize("group_by", [None, "model", "user", "request_name", "property:feature"])
+def test_cache_hit_rate_is_summed_by_the_rollups_and_equals_the_rows(store: Store, group_by: str | None) -> None:
     from .test_store_contract import T0, make_row
-    rows = [make_row(f"c{i:03d}", created_at=T0 + i * 1000, model=("m1", "m2")[i % 2], user_id=f"u{i % 3}",
-                     cache_reference_id="orig" if i % 4 == 0 else None, props={"feature": ("a", "b")[i % 2]})
-            for i in range(60)]
+    rows = [make_row(f"c{i:03d}", created_at=T0 + i * 61_000, model=("m1", "m2")[i % 2], user_id=f"u{i % 3}",
+                     request_name=("plan", "act", None)[i % 3], props={"feature": ("a", "b", "c")[i % 5 % 3]},
+                     cache_reference_id="orig" if i % 4 == 0 or i % 7 == 0 else None)
+            for i in range(300)]     # 5 h
     store.insert_requests(rows)
-    from heliograph.storage.filters import ALL, parse_filter
-    for group, column in ((None, None), ("model", "model"), ("user", "user_id"), ("property:feature", None)):
-        found = store.cache_hits(project="default", node=ALL, start=T0, end=T0 + 60_000, group_by=group)
-        expected: dict[Any, int] = {}
-        for i, row in enumerate(rows):
-            if row["cache_reference_id"]:
-                key = None if group is None else (("a", "b")[i % 2] if column is None else row[column])
-                expected[key] = expected.get(key, 0) + 1
-        assert found == expected, group
-    only_m1 = parse_filter({"request_response_rmt": {"model": {"equals": "m1"}}})
-    assert store.cache_hits(project="default", node=only_m1, start=T0, end=T0 + 60_000, group_by=None) == {None: 15}   # every hit is even: m1
+    spec = {"name": "hits", "metric": "cache_hit_rate", "threshold": 101, "window": 3 * 3600, "comparison": "lt",
+            "min_requests": 0, "filter": "all", "group_by": group_by, "mode": "threshold", "channels": [],
+            "enabled": True}
+    store.create_alert("default", spec)
+
+    def group_of(row: dict[str, Any]) -> str:
+        value = orjson.loads(row["properties"])["feature"] if group_by == "property:feature" else \
+            row.get({"user": "user_id"}.get(group_by or "", group_by or ""))
+        return "" if group_by is None else str(value)
+
+    def expected(now: int) -> dict[str, float]:
+        hits: dict[str, list[int]] = {}
+        for row in rows:
+            if now - 3 * 3_600_000 <= row["created_at"] < now and (group_by is None or group_of(row) != "None"):
+                counted = hits.setdefault(group_of(row), [0, 0])
+                counted[0] += row["cache_reference_id"] is not None
+                counted[1] += 1
+        return {group: 100.0 * hit / total for group, (hit, total) in hits.items()}
+
+    ragged = T0 + 4 * 3_600_000 + 1_234_567      # rollups between the edges, rows at them
+    found = {s["group_key"]: s["value"] for s in evaluate(store, Settings(), now_ms=ragged).states}
+    assert found == pytest.approx(expected(ragged)) and len(found) >= (1 if group_by is None else 2)
+    # On whole hours the window is rollups alone: with the rows gone, the hits are still counted.
+    hourly = T0 // 3_600_000 * 3_600_000 + 4 * 3_600_000
+    before = expected(hourly)
+    with store._transaction() as tx:       # type: ignore[attr-defined]
+        tx.execute("DELETE FROM requests")
+    found = {s["group_key"]: s["value"] for s in evaluate(store, Settings(), now_ms=hourly).states}
+    assert found == pytest.approx(before) and any(0 < value < 100 for value in found.values())
 
 
 @pytest.mark.parametrize("group_by", [None, "model", "provider", "user", "request_name", "property:tier"])
@@ -158,7 +178,7 @@ def test_sums_without_percentiles_equal_the_full_analytics(store: Store, group_b
         assert full.keys() == sums.keys() and full
         for group, metrics in full.items():
             for name in ("requests", "errors", "unpriced_requests", "prompt_tokens", "completion_tokens",
-                         "total_tokens", "reasoning_tokens", "latency_avg", "ttft_avg"):
+                         "total_tokens", "reasoning_tokens", "latency_avg", "ttft_avg", "cache_hits"):
                 assert sums[group][name] == metrics[name], (group, name)
             assert abs(sums[group]["cost"] - metrics["cost"]) < 1e-8
 

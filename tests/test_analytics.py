@@ -51,7 +51,8 @@ def dataset(n: int = 1500, seed: int = 7) -> list[dict[str, Any]]:
             user_id=rnd.choice(["u1", "u2", "u3", None]), request_name=rnd.choice(["plan", "act", None]),
             prompt_tokens=rnd.randint(0, 900), completion_tokens=rnd.choice([None, rnd.randint(0, 300)]),
             reasoning_tokens=rnd.randint(0, 5), props={"tier": rnd.choice(["free", "pro"]),
-                                                       **({"feature": "x"} if rnd.random() < 0.3 else {})}))
+                                                       **({"feature": "x"} if rnd.random() < 0.3 else {})},
+            cache_reference_id=f"a{i - 1:05d}" if i % 9 == 1 else None))
     return rows
 
 
@@ -220,12 +221,31 @@ def test_rows_stored_before_the_rollups_are_backfilled(store: Store) -> None:
     with store._transaction() as tx:  # type: ignore[attr-defined]
         for table in rollup_tables():
             tx.execute(f"DROP TABLE {table}")
-        tx.execute(store.dialect.sql("DELETE FROM migrations WHERE name IN (?, ?, ?)"),
-                   ("010_rollups", "011_rollups_backfill", "024_rollups_by_project"))
-    # 010 makes the tables as they first were, 011 fills them, 024 keys them by project.
-    assert store.migrate() == ["010_rollups", "011_rollups_backfill", "024_rollups_by_project"]
+        tx.execute(store.dialect.sql("DELETE FROM migrations WHERE name IN (?, ?, ?, ?)"),
+                   ("010_rollups", "011_rollups_backfill", "024_rollups_by_project", "031_rollups_cache_hits"))
+    # 010 makes the tables as they first were, 011 fills them, 024 keys them by project, 031 adds cache hits.
+    assert store.migrate() == ["010_rollups", "011_rollups_backfill", "024_rollups_by_project",
+                               "031_rollups_cache_hits"]
     assert store.migrate() == []
-    assert store.analytics(query) == expected
+    assert store.analytics(query) == expected and expected["summary"]["cache_hits"] > 0
+
+
+def test_cache_hits_of_a_store_older_than_the_column_are_counted_from_its_rows(store: Store) -> None:
+    rows = dataset(600)
+    store.insert_requests(rows)
+    queries = [AnalyticsQuery(START, END, bucket=bucket, group_by=group_by, project="default")
+               for bucket, group_by in (("minute", None), ("hour", "status"), ("hour", "model"), ("day", "user"),
+                                        ("hour", "request_name"), (None, "property:tier"))]
+    expected = [store.analytics(query) for query in queries]
+    hits = sum(START <= r["created_at"] < END and r["cache_reference_id"] is not None for r in rows)
+    assert all(answer["summary"]["cache_hits"] == hits > 0 for answer in expected)
+    with store._transaction() as tx:  # type: ignore[attr-defined]
+        for table in rollup_tables():
+            if table != "rollup_sessions":
+                tx.execute(f"ALTER TABLE {table} DROP COLUMN cache_hits")     # as the store was before 031
+        tx.execute(store.dialect.sql("DELETE FROM migrations WHERE name = ?"), ("031_rollups_cache_hits",))
+    assert store.migrate() == ["031_rollups_cache_hits"]
+    assert [store.analytics(query) for query in queries] == expected
 
 
 def test_huge_raw_reads_fall_back_to_histograms(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,3 +281,41 @@ def test_unrolled_requests_leave_no_trace_in_the_rollups(store: Store) -> None:
             (g["group"], g["requests"]) for g in exact.get("groups", [])]
     assert store.property_values("email", project="default") == []
     assert "email" not in {k["property"] for k in store.property_keys(project="default")}
+
+
+def test_the_evaluators_edge_memo_reads_each_minute_once_and_agrees_with_the_rows(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alert evaluations one minute apart (storage/edges.py): after the first, only new minutes and the
+    partial ones at the ends are read; a request recorded late into a kept minute is counted."""
+    from heliograph.storage.edges import EdgeMemo
+    from heliograph.storage.filters import ALL
+    store.insert_requests(dataset())
+    spans: list[int] = []
+    raw_cells = type(store)._raw_cells
+
+    def spy(self: Any, cells: Any, project: str, node: Any, start: int, end: int, *args: Any, **kwargs: Any) -> None:
+        spans.append(end - start)
+        raw_cells(self, cells, project, node, start, end, *args, **kwargs)
+    monkeypatch.setattr(type(store), "_raw_cells", spy)
+    memo, now = EdgeMemo(), T0 + 3 * HOUR + 1234
+    for tick in range(4):
+        memo.next_evaluation()
+        at = now + tick * 60_000
+        if tick == 3:       # a long stream's record, 7 minutes after it started, in a minute already kept
+            store.insert_requests([make_row("late", created_at=at - 7 * 60_000, user_id="u1", props={"tier": "pro"},
+                                            request_name="plan", cache_reference_id="a00001")])
+        for group_by in (None, "user", "request_name", "property:tier"):
+            for window in (5 * 60_000, 2 * HOUR):
+                query = AnalyticsQuery(at - window, at, ALL, None, group_by, 1000, project="default")
+                spans.clear()
+                kept = store.group_metrics(query, percentiles=False, memo=memo)
+                read = list(spans)
+                assert kept == store.group_metrics(query, percentiles=False), (tick, group_by, window)
+                with_percentiles = store.group_metrics(query, memo=memo)
+                for group, exact in store.group_metrics(query).items():
+                    assert_same(with_percentiles[group], exact, f"{tick} {group_by} {window} {group}")
+                if tick == 0 and group_by is not None and window > HOUR:
+                    assert max(read) > 30 * 60_000      # the first evaluation reads the edges' rows
+                if tick in (1, 2):
+                    assert read and max(read) <= 60_000, (tick, group_by, window, read)
+    assert memo.minutes_read > 0

@@ -551,7 +551,9 @@ def test_rollups_made_before_projects_answer_the_same_after_migrating(
     migrated = open_store(store_url)
     assert migrated.migrate() == names[k:]
     for table, before in kept.items():
-        after = migrated._rows(f"SELECT * FROM {table}")  # type: ignore[attr-defined]
+        # 031 added cache_hits, counted from the rows: the analytics below compare it with a fresh store's.
+        after = [{k: v for k, v in row.items() if k != "cache_hits"}
+                 for row in migrated._rows(f"SELECT * FROM {table}")]  # type: ignore[attr-defined]
         assert sorted(repr(sorted(row.items())) for row in after) == sorted(
             repr(sorted({**row, "project_id": "default"}.items())) for row in before), table
 

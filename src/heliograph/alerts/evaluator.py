@@ -1,8 +1,10 @@
 """The alert evaluator: every `alert_interval` seconds, in one gateway, from the rollups.
 
 Each rule is one analytics query (storage/analytics.py, the API's own; rollups plus the raw rows
-of the window's ragged minute edges), grouped when the rule is, and for an anomaly rule a second
-one over the 7 days before the window. Each (rule, group) moves between states:
+of the window's ragged edges), grouped when the rule is, and for an anomaly rule a second one over
+the 7 days before the window. The edges' rows are summed by whole minute and kept from one
+evaluation to the next (storage/edges.py), so each evaluation reads the rows of the minutes it has
+not seen yet rather than up to an hour at each end of every window. Each (rule, group) moves between states:
 
     ok ──breach──▶ firing ──no breach for alert_cooldown──▶ resolved ──breach──▶ firing …
 
@@ -37,6 +39,7 @@ from ..budgets import statuses
 from ..settings import Settings
 from ..storage import Store, StoreUnavailable
 from ..storage.analytics import AnalyticsQuery
+from ..storage.edges import EdgeMemo
 from ..storage.filters import ALL, parse_filter
 from ..storage.outbox import delivery, new_id
 from .channels import render
@@ -58,13 +61,13 @@ def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
-def metric_value(metric: str, metrics: Mapping[str, Any], hits: int = 0) -> float | None:
+def metric_value(metric: str, metrics: Mapping[str, Any]) -> float | None:
     """The rule's metric from an analytics answer (one group's or the summary), in the rule's units."""
     requests = int(metrics.get("requests") or 0)
     if metric == "error_rate":
         return 100.0 * float(metrics.get("error_rate") or 0.0)
     if metric == "cache_hit_rate":
-        return 100.0 * hits / requests if requests else 0.0
+        return 100.0 * int(metrics.get("cache_hits") or 0) / requests if requests else 0.0
     if metric == "request_count":
         return float(requests)
     if metric == "tokens":
@@ -79,7 +82,8 @@ EMPTY: dict[str, Any] = {"requests": 0, "error_rate": 0.0, "cost": 0.0, "total_t
 class Evaluation:
     """One pass over every rule: computes new states, events and notifications; the caller saves them."""
 
-    def __init__(self, store: Store, settings: Settings, now_ms: int) -> None:
+    def __init__(self, store: Store, settings: Settings, now_ms: int, edges: EdgeMemo | None = None) -> None:
+        """`edges`: the memo of the evaluation before, if any (AlertRunner keeps one)."""
         self.store = store
         self.settings = settings
         self.now = now_ms
@@ -88,7 +92,8 @@ class Evaluation:
         self.deliveries: list[tuple[Any, ...]] = []
         self.forget: list[tuple[str, str]] = []
         self._answers: dict[tuple[Any, ...], dict[Any, dict[str, Any]]] = {}
-        self._edges: dict[Any, Any] = {}     # rows at ranges' edges, read once per evaluation
+        self._edges = EdgeMemo() if edges is None else edges
+        self._edges.next_evaluation()
         self.link_base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
     def measure(self, rule: Mapping[str, Any], start: int, end: int) -> dict[Any, tuple[float | None, int]]:
@@ -100,14 +105,11 @@ class Evaluation:
         key = (rule["project_id"], orjson.dumps(spec["filter"], option=orjson.OPT_SORT_KEYS), group_by, start, end,
                percentiles)
         groups = self._answers.get(key)
-        node = parse_filter(spec["filter"])
         if groups is None:
-            query = AnalyticsQuery(start, end, node, None, group_by, MAX_GROUPS, project=rule["project_id"])
+            query = AnalyticsQuery(start, end, parse_filter(spec["filter"]), None, group_by, MAX_GROUPS,
+                                   project=rule["project_id"])
             groups = self._answers[key] = self.store.group_metrics(query, percentiles=percentiles, memo=self._edges)
-        hits: Mapping[Any, int] = {}
-        if spec["metric"] == "cache_hit_rate":
-            hits = self.store.cache_hits(project=rule["project_id"], node=node, start=start, end=end, group_by=group_by)
-        return {group: (metric_value(spec["metric"], metrics, hits.get(group, 0)), int(metrics["requests"]))
+        return {group: (metric_value(spec["metric"], metrics), int(metrics["requests"]))
                 for group, metrics in groups.items() if group is not None or group_by is None}
 
     def rule(self, rule: Mapping[str, Any], known: Mapping[str, dict[str, Any]]) -> None:
@@ -191,9 +193,10 @@ class Evaluation:
                                             at=self.now))
 
 
-def evaluate(store: Store, settings: Settings, now_ms: int | None = None) -> Evaluation:
-    """Evaluate every enabled rule once and save the outcome; blocking (run it in a thread)."""
-    evaluation = Evaluation(store, settings, int(time.time() * 1000) if now_ms is None else now_ms)
+def evaluate(store: Store, settings: Settings, now_ms: int | None = None, edges: EdgeMemo | None = None) -> Evaluation:
+    """Evaluate every enabled rule once and save the outcome; blocking (run it in a thread). `edges`:
+    kept from one call to the next by the caller, so windows' edges are read once (storage/edges.py)."""
+    evaluation = Evaluation(store, settings, int(time.time() * 1000) if now_ms is None else now_ms, edges)
     known: dict[str, dict[str, dict[str, Any]]] = {}
     for state in store.alert_states():
         known.setdefault(state["rule_id"], {})[state["group_key"]] = state
@@ -272,6 +275,7 @@ class AlertRunner:
         self.leader = False
         self.evaluations = 0
         self.last_duration = 0.0
+        self.edges = EdgeMemo()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -299,7 +303,7 @@ class AlertRunner:
                 self.leader = await asyncio.to_thread(self.store.take_lease, LEASE, self.holder, ttl_ms)
                 if self.leader and time.monotonic() - last >= interval * 0.95:
                     last = time.monotonic()
-                    evaluation = await asyncio.to_thread(evaluate, self.store, self.settings)
+                    evaluation = await asyncio.to_thread(evaluate, self.store, self.settings, None, self.edges)
                     self.evaluations += 1
                     self.last_duration = time.monotonic() - last
                     if self.on_queued is not None:

@@ -7,7 +7,9 @@ Units are the analytics API's, as Helicone's alerts: `error_rate` and `cache_hit
 (0–100), `cost` in USD, latencies and TTFT in ms, `tokens` total tokens, `request_count` requests.
 In `anomaly` mode the threshold is a factor: the rule breaches when the metric is more than
 `threshold` × its baseline (`gt`), or less than baseline / `threshold` (`lt`); the baseline is the
-same metric over the 7 days before the window (sums scaled to the window's length).
+same metric over the 7 days before the window (sums scaled to the window's length). Percentiles come
+from the rollups' histograms (within 5 %) whatever the window; what the edges of windows read and keep
+between evaluations is in storage/edges.py.
 """
 
 from __future__ import annotations

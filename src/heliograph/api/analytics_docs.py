@@ -54,6 +54,7 @@ _METRICS: dict[str, Any] = {
         "prompt_cache_read_tokens", "prompt_cache_write_tokens", "reasoning_tokens")},
     "error_rate": {"type": "number", "description": "errors / requests (status ≥ 400 or no answer)"},
     "cost": {"type": "number", "description": "USD of the priced requests"},
+    "cache_hits": {"type": "integer", "description": "requests answered from the gateway's cache"},
     **{f"{metric}_{stat}": _NULLABLE for metric in ("latency", "ttft") for stat in ("avg", "p50", "p95", "p99")},
 }
 _TIME_FILTER = {"type": "object", "description": "[start, end); ISO 8601, or Helicone's startTimeUnixMs / "

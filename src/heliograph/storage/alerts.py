@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .analytics import PROPERTY_GROUP
 from .executor import QueryMixin
-from .filters import Dialect, Node, compile_filter
+from .filters import Dialect
 from .outbox import _INSERT_DELIVERY, new_id
 
 _RULE_COLUMNS = "id, project_id, name, spec, created_at, updated_at"
@@ -35,8 +34,6 @@ _UPSERT_STATE = (f"INSERT INTO alert_states ({', '.join(_STATE_COLUMNS)}) VALUES
                      f"{c} = excluded.{c}" for c in _STATE_COLUMNS[3:]))
 _EVENT_COLUMNS = ("id", "rule_id", "project_id", "group_key", "state", "value", "threshold", "baseline", "at")
 _INSERT_EVENT = f"INSERT INTO alert_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
-_RAW_GROUP = {None: "NULL", "model": "r.model", "provider": "r.provider", "user": "r.user_id",
-              "request_name": "r.request_name"}
 
 
 def _now() -> int:
@@ -165,29 +162,3 @@ class AlertStore(QueryMixin):
             if deliveries:
                 tx.executemany(self._q(_INSERT_DELIVERY), deliveries)
         return True
-
-    # -- what the rollups do not keep -------------------------------------------------------------------
-
-    def cache_hits(self, *, project: str, node: Node, start: int, end: int, group_by: str | None) -> dict[Any, int]:
-        """Cache hits (answers served from the cache) per group in [start, end): rollups do not keep
-        them, so they are counted from the rows, through the partial index of migration 030_alerts_cache_hits."""
-        dialect = self.dialect
-        where, params = compile_filter(node, dialect)
-        join, head = "", []
-        if group_by is not None and group_by.startswith(PROPERTY_GROUP):
-            group = "gp.value"
-            # SQLite's CROSS JOIN keeps `requests` (the hits) as the outer loop, each hit's property
-            # one primary-key probe, instead of walking every row holding the key.
-            join = (" CROSS JOIN" if dialect.name == "sqlite" else " JOIN") + \
-                " request_properties gp ON gp.request_id = r.id AND gp.key = ?"
-            head.append(group_by[len(PROPERTY_GROUP):])
-        else:
-            group = _RAW_GROUP[group_by]
-        # SQLite, without statistics, prefers a model or user index and then looks every row up;
-        # the hits' own covering index (migration 030_alerts_cache_hits) reads a few % of the rows.
-        hint = " INDEXED BY requests_cache_hit_groups" if dialect.name == "sqlite" else ""
-        sql = (f"SELECT {group} AS g, count(*) AS n FROM requests r{hint}{join} WHERE r.project_id = ? "
-               f"AND r.created_at >= ? AND r.created_at < ? AND r.cache_reference_id IS NOT NULL AND ({where})"
-               + ("" if group == "NULL" else f" GROUP BY {group}"))
-        sql = sql if dialect.placeholder == "?" else sql.replace("?", dialect.placeholder)
-        return {row[0]: int(row[1]) for row in self._tuples(sql, [*head, project, start, end, *params])}

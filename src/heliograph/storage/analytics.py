@@ -32,7 +32,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from .cells import Cell
-from .executor import QueryMixin
+from .edges import EdgeMemo, EdgeReads
 from .filters import ALL, All, Branch, Column, Condition, Dialect, Node, compile_filter
 from .histogram import BINS, QUANTILES
 from .rollup_schema import (
@@ -68,9 +68,10 @@ _RAW_SUMS = ", ".join(f"CAST(SUM({expr}) AS BIGINT)" for expr in (
     "CASE WHEN r.cost IS NULL THEN 1 ELSE 0 END", *(f"COALESCE(r.{t}, 0)" for t in _TOKENS),
     "CAST(ROUND(r.latency_ms * 1000) AS BIGINT)",
     "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE CAST(ROUND(r.ttft_ms * 1000) AS BIGINT) END",
-    "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE 1 END"))
+    "CASE WHEN r.ttft_ms IS NULL THEN 0 ELSE 1 END", "CASE WHEN r.cache_reference_id IS NULL THEN 0 ELSE 1 END"))
 _RAW_COLUMNS = ("r.status, r.cost, r.prompt_tokens, r.completion_tokens, r.total_tokens, "
-                "r.prompt_cache_read_tokens, r.prompt_cache_write_tokens, r.reasoning_tokens, r.latency_ms, r.ttft_ms")
+                "r.prompt_cache_read_tokens, r.prompt_cache_write_tokens, r.reasoning_tokens, r.latency_ms, r.ttft_ms, "
+                "r.cache_reference_id IS NOT NULL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,7 @@ def _only(expr: str, groups: frozenset[Any] | None) -> tuple[str, list[Any]]:
     return f"({' OR '.join(tests) or '1=0'})", values
 
 
-class AnalyticsQueries(QueryMixin):
+class AnalyticsQueries(EdgeReads):
     """Mixed into SQLStore: the read side of the rollups."""
 
     dialect: ClassVar[Dialect]
@@ -221,11 +222,11 @@ class AnalyticsQueries(QueryMixin):
         return result
 
     def group_metrics(self, query: AnalyticsQuery, *, percentiles: bool = True,
-                      memo: dict[Any, Cells] | None = None) -> dict[Any, dict[str, Any]]:
+                      memo: EdgeMemo | None = None) -> dict[Any, dict[str, Any]]:
         """Every group's metrics over the whole range (the alert evaluator's question): `analytics`
         without its ranking, its summary and its series, so a grouped rule is one pass. Ungrouped:
-        {None: the summary}. `memo`: rows at the range's edges already read for another query of the
-        same filter and grouping (the current hour's rows are every hourly range's end), kept by the caller."""
+        {None: the summary}. `memo`: the rows at ranges' edges already read, by this evaluation or,
+        minute by minute, by the ones before (edges.py), kept by the caller."""
         cells = self._cells(set(), query, query.start, query.end, None, query.group_by, sums_only=not percentiles,
                             memo=memo)
         if query.group_by is None:
@@ -234,7 +235,7 @@ class AnalyticsQueries(QueryMixin):
 
     def _cells(self, sources: set[str], query: AnalyticsQuery, start: int, end: int, bucket_ms: int | None,
                group_by: str | None, only: frozenset[Any] | None = None, *, sums_only: bool = False,
-               memo: dict[Any, Cells] | None = None) -> Cells:
+               memo: EdgeMemo | None = None) -> Cells:
         """`sums_only`: no latency/TTFT distribution is wanted (no percentiles), so rollups ship no
         histogram columns and the rows at the edges are summed by SQL instead of one by one."""
         node, project = query.filter, query.project
@@ -243,26 +244,23 @@ class AnalyticsQueries(QueryMixin):
         levels = {} if plan is None else {level: family for level, family in plan.levels
                                           if bucket_ms is None or bucket_ms % LEVEL_MS[level] == 0}
         pieces = segments(start, end, list(levels))
-        if plan is None or all(level is None for level, _, _ in pieces):
+        # The alert evaluator (a memo, totals only) reads rows by minute through the memo (edges.py),
+        # even for a range too short for any rollup, so its percentiles always come from histograms.
+        edges = memo if plan is not None and bucket_ms is None else None
+        if edges is None and (plan is None or all(level is None for level, _, _ in pieces)):
             # Nothing to read from rollups (a filter they cannot answer, or too short a range).
             sources.add("requests")
             self._raw_cells(cells, project, node, start, end, bucket_ms, group_by, only, exact=True, sums_only=sums_only)
             return cells
         sources.add("rollups")
         for level, seg_start, seg_end in pieces:
-            if level is None and memo is not None:
-                key = (project, node, seg_start, seg_end, bucket_ms, group_by, only, sums_only)
-                part = memo.get(key)
-                if part is None:
-                    part = memo[key] = {}
-                    self._raw_cells(part, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False,
-                                    sums_only=sums_only)
-                for at, known in part.items():
-                    _cell(cells, at).merge(known)
+            if level is None and edges is not None:
+                self._edge_cells(cells, edges, project, node, seg_start, seg_end, group_by, only, sums_only)
             elif level is None:
                 self._raw_cells(cells, project, node, seg_start, seg_end, bucket_ms, group_by, only, exact=False,
                                 sums_only=sums_only)
             else:
+                assert plan is not None     # no plan, no levels: every piece is rows
                 self._rollup_cells(cells, project, plan, levels[level], level, seg_start, seg_end, bucket_ms, only,
                                    query.brief, sums_only=sums_only)
         return cells
@@ -316,7 +314,10 @@ class AnalyticsQueries(QueryMixin):
             cells[(row[0], row[1])] = Cell.final(row[2:2 + _N], row[2 + _N:])
 
     def _raw_cells(self, cells: Cells, project: str, node: Node, start: int, end: int, bucket_ms: int | None,
-                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool, sums_only: bool = False) -> None:
+                   group_by: str | None, only: frozenset[Any] | None, *, exact: bool, sums_only: bool = False,
+                   by_time: bool = False) -> None:
+        # `by_time`: a short range (a window's edge: two hours at most), read by time whatever its
+        # property values; the probe for rare ones (sparse_properties) costs more than it saves there.
         bucket = f"(r.created_at / {bucket_ms}) * {bucket_ms}" if bucket_ms else "0"
         join, head = "", [project, start, end]
         head_params: list[Any] = []
@@ -326,7 +327,7 @@ class AnalyticsQueries(QueryMixin):
             head_params.append(group_by[len(PROPERTY_GROUP):])
         else:
             group = _RAW_GROUP[group_by]
-        where, params = compile_filter(node, self.dialect, self.sparse_properties(node))
+        where, params = compile_filter(node, self.dialect, frozenset() if by_time else self.sparse_properties(node))
         kept, kept_params = _only(group, only)
         source = (f"FROM requests r{join} "
                   f"WHERE r.project_id = ? AND r.created_at >= ? AND r.created_at < ? AND ({where}) AND {kept}")

@@ -47,8 +47,8 @@ class Cell:
         return cell
 
     def add_row(self, row: Sequence[Any]) -> None:
-        """One raw row: status, cost, six token counts, latency_ms, ttft_ms."""
-        status, cost, *tokens, latency, ttft = row
+        """One raw row: status, cost, six token counts, latency_ms, ttft_ms, cache hit."""
+        status, cost, *tokens, latency, ttft, cached = row
         sums = self.sums
         sums[0] += 1
         sums[1] += 1 if status >= 400 or status < 100 else 0
@@ -64,6 +64,8 @@ class Cell:
             sums[11] += round(ttft * 1000)
             sums[12] += 1
             self.ttft = _with_value(self.ttft, ttft, self.exact)
+        if cached:
+            sums[13] += 1
 
     def to_histogram(self) -> None:
         """Exact values → histogram counts (to bound memory on very large raw reads)."""
@@ -75,9 +77,12 @@ class Cell:
             for value in values[1]:
                 self.ttft = _with_value(self.ttft, value, False)
 
-    def merge(self, other: Cell) -> None:
+    def merge(self, other: Cell, histograms: bool = True) -> None:
+        """Add `other` in; `histograms` False: its sums alone (no percentile is wanted)."""
         assert self.fixed is None and other.fixed is None, "final cells are never merged"
         self.sums = [a + b for a, b in zip(self.sums, other.sums)]
+        if not histograms:
+            return
         if self.exact:
             assert self.latency is not None and self.ttft is not None
             self.latency += other.latency or []
@@ -106,6 +111,7 @@ class Cell:
             "latency_p50": latency[0], "latency_p95": latency[1], "latency_p99": latency[2],
             "ttft_avg": round(s[11] / ttft_count / 1000, 3) if ttft_count else None,
             "ttft_p50": ttft[0], "ttft_p95": ttft[1], "ttft_p99": ttft[2],
+            "cache_hits": s[13],
         }
 
 

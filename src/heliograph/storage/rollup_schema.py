@@ -23,11 +23,12 @@ they still add up across rows and batches, and a percentile is a binary search o
 columns, which SQL can do itself (analytics.py) instead of shipping ~300 numbers per row to Python.
 
 Sizes are bounded by time × the distinct keys seen, not by requests: 10 M requests over 30 days with
-10 models make ~36 k hour rows. Every sum is an integer (cost in nano-USD, times in µs), so adding
-batches never drifts and rollups equal sums over the rows exactly. NULL keys are stored as '' (a
-primary key cannot hold NULL usefully) and read back with NULLIF. Every table whose rows are per
-user has a `user_id` column, so erasing a project's user is `DELETE … WHERE user_id = ? AND
-project_id = ?` on each.
+10 models make ~36 k hour rows. The sums (SUMS) are requests, errors, cost, tokens by kind, latency,
+TTFT and cache hits (so a cache hit rate comes from rollups like any other metric). Every sum is an
+integer (cost in nano-USD, times in µs), so adding batches never drifts and rollups equal sums over
+the rows exactly. NULL keys are stored as '' (a primary key cannot hold NULL usefully) and read back
+with NULLIF. Every table whose rows are per user has a `user_id` column, so erasing a project's user
+is `DELETE … WHERE user_id = ? AND project_id = ?` on each.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ from functools import cache
 
 from .histogram import BINS
 
-SUMS = ("requests", "errors", "cost_nusd", "unpriced", "prompt_tokens", "completion_tokens", "total_tokens",
-        "prompt_cache_read_tokens", "prompt_cache_write_tokens", "reasoning_tokens", "latency_sum_us",
-        "ttft_sum_us", "ttft_count")
+# The sums as migration 010 made them; 031 added cache_hits (requests answered from the gateway's
+# cache), so the steps before it (010, 011, 024) still make and write the columns they knew.
+SUMS_BEFORE_031 = ("requests", "errors", "cost_nusd", "unpriced", "prompt_tokens", "completion_tokens",
+                   "total_tokens", "prompt_cache_read_tokens", "prompt_cache_write_tokens", "reasoning_tokens",
+                   "latency_sum_us", "ttft_sum_us", "ttft_count")
+SUMS = (*SUMS_BEFORE_031, "cache_hits")
 LATENCY_BINS = tuple(f"l{i}" for i in range(BINS))
 TTFT_BINS = tuple(f"t{i}" for i in range(BINS))
 LEVEL_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
@@ -55,6 +59,7 @@ class Family:
     levels: tuple[str, ...]                # coarsest first
     histograms: bool
     extremes: bool                         # first_at / last_at
+    sums: tuple[str, ...] = SUMS
 
     def table(self, level: str) -> str:
         return f"{self.prefix}_{level}"
@@ -65,7 +70,7 @@ class Family:
 
     @property
     def value_columns(self) -> tuple[str, ...]:
-        return (SUMS + (("first_at", "last_at") if self.extremes else ())
+        return (self.sums + (("first_at", "last_at") if self.extremes else ())
                 + ((LATENCY_BINS + TTFT_BINS) if self.histograms else ()))
 
 
@@ -91,7 +96,12 @@ _SESSION_TEXT = 4           # the first four columns are text
 
 def unscoped(family: Family) -> Family:
     """The family as migration 010 made it: the same keys without the leading project_id."""
-    return replace(family, keys=family.keys[1:])
+    return replace(family, keys=family.keys[1:], sums=SUMS_BEFORE_031)
+
+
+def before_031(family: Family) -> Family:
+    """The family as migration 024 made it: keyed by project, without cache_hits."""
+    return replace(family, sums=SUMS_BEFORE_031)
 
 
 def rollup_tables() -> list[str]:
@@ -116,12 +126,13 @@ def _upsert(table: str, columns: Sequence[tuple[str, str]], conflict: Sequence[s
 @cache
 def upsert_sql(family: Family, level: str, dialect: str) -> str:
     table = family.table(level)
-    sets = [f"{c} = {table}.{c} + excluded.{c}" for c in SUMS + (LATENCY_BINS + TTFT_BINS if family.histograms else ())]
+    sets = [f"{c} = {table}.{c} + excluded.{c}"
+            for c in family.sums + (LATENCY_BINS + TTFT_BINS if family.histograms else ())]
     if family.extremes:
         least, greatest = ("min", "max") if dialect == "sqlite" else ("LEAST", "GREATEST")
         sets += [f"first_at = {least}({table}.first_at, excluded.first_at)",
                  f"last_at = {greatest}({table}.last_at, excluded.last_at)"]
-    columns = [*family.keys, *((c, "BIGINT") for c in SUMS), *((c, "BIGINT") for c in ("first_at", "last_at")
+    columns = [*family.keys, *((c, "BIGINT") for c in family.sums), *((c, "BIGINT") for c in ("first_at", "last_at")
                                                                 if family.extremes)]
     if family.histograms:
         columns += [(c, "INTEGER") for c in LATENCY_BINS + TTFT_BINS]
@@ -149,7 +160,7 @@ def session_upsert_sql(dialect: str, by_project: bool = True) -> str:
 
 def _create(family: Family, level: str, name: str | None = None) -> str:
     columns = [f"{column} {kind} NOT NULL" for column, kind in family.keys]
-    columns += [f"{c} BIGINT NOT NULL" for c in SUMS]
+    columns += [f"{c} BIGINT NOT NULL" for c in family.sums]
     if family.extremes:
         columns += ["first_at BIGINT NOT NULL", "last_at BIGINT NOT NULL"]
     if family.histograms:
@@ -195,7 +206,7 @@ def rollups_by_project_sql(dialect: str) -> str:
     (a constant default costs no rewrite), drops the default (writes name every column) and
     swaps the primary key. Then the secondary indexes are made again with project_id first.
     """
-    tables = [(family, family.table(level)) for family in FAMILIES for level in family.levels]
+    tables = [(before_031(family), family.table(level)) for family in FAMILIES for level in family.levels]
     statements: list[str] = []
     if dialect == "sqlite":
         for family, table in tables:

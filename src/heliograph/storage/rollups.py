@@ -93,7 +93,8 @@ def contribution(row: Mapping[str, Any]) -> tuple[list[int], int, int | None]:
             row["prompt_tokens"] or 0, row["completion_tokens"] or 0, row["total_tokens"] or 0,
             row["prompt_cache_read_tokens"] or 0, row["prompt_cache_write_tokens"] or 0,
             row["reasoning_tokens"] or 0, round(latency * 1000),
-            0 if ttft is None else round(ttft * 1000), 0 if ttft is None else 1]
+            0 if ttft is None else round(ttft * 1000), 0 if ttft is None else 1,
+            0 if row["cache_reference_id"] is None else 1]
     return sums, bin_of(latency), None if ttft is None else bin_of(float(ttft))
 
 
@@ -118,7 +119,7 @@ def _rekeyed(accs: Mapping[tuple[Any, ...], Acc], bucket_at: int, size: int, wid
 
 
 def _values(family: Family, key: tuple[Any, ...], acc: Acc) -> tuple[Any, ...]:
-    values: list[Any] = [*key, *acc.sums]
+    values: list[Any] = [*key, *acc.sums[:len(family.sums)]]     # fewer for the steps before 031
     if family.extremes:
         values += [acc.first, acc.last]
     if family.histograms:
@@ -255,6 +256,51 @@ def backfill_rollups(tx: Executor, dialect_name: str) -> None:
         # 010's tables have no project: the key's project part is left out, whatever it holds.
         write_rollups(tx, dialect, [{**row, "project_id": ""} for row in rows], by_project=False)
         after = (rows[-1]["created_at"], rows[-1]["id"])
+
+
+def backfill_cache_hits(tx: Executor, dialect_name: str) -> None:
+    """Migration step 031: a cache_hits sum in every rollup table, counted from the rows stored so far.
+
+    The column defaults to 0, so a gateway of the previous version still running while the store is
+    migrated keeps writing (its hits are not counted until it is restarted on this version). The hits
+    are read through the partial index of 028 (a few % of the rows), page by page, keyed by the
+    recorder's own aggregation, and added to the rollup rows that already hold their requests. Hits
+    whose rows retention has already pruned cannot be counted any more and stay 0, as they were
+    when cache_hit_rate was counted from the rows.
+
+    The alerts' index of hits (030_alerts_cache_hits) has no reader left on this version, but stays
+    for now: a gateway of the previous version names it (SQLite's INDEXED BY), and its evaluator would
+    stop altogether without it. A later step can drop it once no such gateway runs."""
+    dialect = SQLITE if dialect_name == "sqlite" else POSTGRES
+    for family, level in _TABLES:
+        tx.execute(f"ALTER TABLE {family.table(level)} ADD COLUMN cache_hits BIGINT NOT NULL DEFAULT 0")
+    projects = [row["project_id"] for row in tx.execute(
+        "SELECT DISTINCT project_id FROM requests WHERE cache_reference_id IS NOT NULL").fetchall()]
+    # Keyset pages in the index's order; `created_at >= ?` alone bounds the index range.
+    page = dialect.sql("SELECT * FROM requests WHERE project_id = ? AND cache_reference_id IS NOT NULL "
+                       "AND created_at >= ? AND (created_at > ? OR id > ?) ORDER BY created_at, id LIMIT ?")
+    for project in projects:
+        after: tuple[int, str] = (-1, "")
+        while rows := tx.execute(page, (project, after[0], after[0], after[1], _BACKFILL_PAGE)).fetchall():
+            tables, _ = _aggregate(rows, 1)
+            for (family, level), accs in tables.items():
+                _add_cache_hits(tx, dialect, family, level, accs)
+            after = (rows[-1]["created_at"], rows[-1]["id"])
+
+
+def _add_cache_hits(tx: Executor, dialect: Dialect, family: Family, level: str,
+                    accs: Mapping[tuple[Any, ...], Acc]) -> None:
+    """Add each key's cache hits to its rollup row (which exists: it counts the same requests)."""
+    table, keys = family.table(level), family.key_names
+    rows = [(acc.sums[-1], *key) for key, acc in sorted(accs.items())]
+    if dialect.name == "sqlite":
+        where = " AND ".join(f"{name} = ?" for name in keys)
+        tx.executemany(f"UPDATE {table} SET cache_hits = cache_hits + ? WHERE {where}", rows)
+        return
+    arrays = ", ".join(["?::bigint[]", *(f"?::{kind}[]" for _, kind in family.keys)])
+    where = " AND ".join(f"t.{name} = v.{name}" for name in keys)
+    tx.execute(dialect.sql(f"UPDATE {table} t SET cache_hits = t.cache_hits + v.hits FROM unnest({arrays}) "
+                           f"AS v(hits, {', '.join(keys)}) WHERE {where}"), [list(column) for column in zip(*rows)])
 
 
 class RollupUpkeep:
