@@ -128,6 +128,11 @@ def pin_children(pid: int, core: int) -> list[int]:
     return moved
 
 
+def pin_threads(pid: int, core: int) -> None:
+    """Move every thread of `pid` (not its children) to `core`."""
+    subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], check=True, capture_output=True)
+
+
 class CpuMeter:
     """CPU used by the target process during a step: a busy core at ~100 % while the rate falls
     behind means the target is the limit; CPU per answered request is less sensitive to noise

@@ -48,10 +48,11 @@ TARGETS = ("direct", "bare", "heliograph")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short steps (the whole run in about a minute)")
-    parser.add_argument("--writer-core", type=int, choices=(0, 1),
-                        help="pin Heliograph's writer process (recorder_process) to this core after the warm-up: "
-                             "0 gives the 'gateway core + recorder core' figure (core 0 also runs the load); "
-                             "by default it stays on the proxy core with the gateway (everything on one core)")
+    parser.add_argument("--writer-core", type=int, choices=(0,),
+                        help="start Heliograph on both cores, so it records from a writer process "
+                             "(recorder_process), then pin the gateway to core 1 and the writer to this core: the "
+                             "'gateway core + recorder core' figure (core 0 also runs the load). By default "
+                             "Heliograph has core 1 alone and records from a thread (everything on one core)")
     parser.add_argument("--env", action="append", default=[], metavar="HELIOGRAPH_X=value",
                         help="a setting for the measured Heliograph (repeatable), e.g. "
                              "HELIOGRAPH_RECORDER_PROCESS=false for the recorder in a thread")
@@ -219,7 +220,8 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
     db_path = work / "plain" / "heliograph.db"
     db_path.parent.mkdir()
     hg_url, hg_proc, key = P.start_heliograph(processes, "heliograph", mock_url, db_path,
-                                              dict(item.split("=", 1) for item in args.env))
+                                              dict(item.split("=", 1) for item in args.env),
+                                              cores=P.PROXY_CORE if args.writer_core is None else "0,1")
     await loadgen.wait_http(hg_url + "/healthz")
     urls = {"direct": mock_url + DIRECT_ROUTE, "bare": bare_url + DIRECT_ROUTE, "heliograph": hg_url + ROUTE}
     pids = {"direct": mock_proc.pid, "bare": bare_proc.pid, "heliograph": hg_proc.pid}
@@ -237,8 +239,11 @@ async def nonstreaming(args: argparse.Namespace, processes: P.Processes, results
             raise RuntimeError(f"warm-up of {target} failed: {step.error_kinds}\n{processes.log_tail(target)}")
     if args.writer_core is not None:
         writers = P.pin_children(hg_proc.pid, args.writer_core)
+        if not writers:
+            raise RuntimeError("--writer-core: Heliograph started no writer process (recorder_process off?)")
+        P.pin_threads(hg_proc.pid, P.PROXY_CORE)
         results["writer_core"] = {"core": args.writer_core, "pids": writers}
-        say(f"  writer process(es) {writers} pinned to core {args.writer_core}")
+        say(f"  gateway pinned to core {P.PROXY_CORE}, writer process(es) {writers} to core {args.writer_core}")
 
     results["open_loop"] = []
     for rate in args.rates:

@@ -80,7 +80,7 @@ class Heliograph:
                                      access=settings.access_log, spans=spans)
         # Rows built and stored in a child process (writer.py): another core than the proxy's, another GIL.
         self.writer = (WriterProcess(settings.db_url, settings.prices, log_config(settings))
-                       if settings.recorder_process else None)
+                       if settings.writer_process else None)
         self._store_batch = (self.writer.write if self.writer is not None
                              else local_write(self.store.insert_requests, parse_overrides(settings.prices)))
         self.recorder = Recorder(

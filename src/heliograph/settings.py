@@ -186,8 +186,9 @@ SETTINGS: tuple[Setting, ...] = (
             "lose of answered calls. Lower costs more transactions when traffic is light; under load batches "
             "fill by size first."),
     Setting("recorder_process", _bool, True,
-            "Write records from a process of its own, so the store's work (rows, rollups, commit) runs on another "
-            "core than the proxy; false: from a thread of the gateway's process (one core does both)."),
+            "Build and store records in a process of its own, so that work (parsing, pricing, rows, rollups, "
+            "commit) runs on another core than the proxy; only when the gateway may use more than one core "
+            "(on one, a thread is cheaper). false: always a thread of the gateway's process."),
     Setting("drain_timeout", _non_negative, 5.0,
             "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal "
             "(part of shutdown_timeout)."),
@@ -319,6 +320,14 @@ class Settings:
         if self.db_url.startswith("sqlite:///"):
             return sqlite_path(self.db_url).parent / "journal"
         return Path(".heliograph/journal")
+
+    @property
+    def writer_process(self) -> bool:
+        """Whether the recorder writes from a process of its own: asked for (`recorder_process`) and
+        this process may run on more than one core. On one core a thread is cheaper: no pickling, and
+        the kernel would preempt the proxy for the writer (streamed chunks then arrive batched)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.recorder_process and cores > 1
 
     def masked(self) -> dict[str, Any]:
         """The resolved values, secrets masked, for `heliograph config show`."""

@@ -175,6 +175,10 @@ def main() -> None:
     # child before the recorder drains through it: the gateway says when, by closing the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Throughput work beside a latency-sensitive proxy: where they share a core, a batch that wakes
+    # the writer does not preempt the gateway mid-request (its fair share of the core is unchanged).
+    if hasattr(os, "SCHED_BATCH"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     config = orjson.loads(os.environ.pop(CONFIG_ENV))
     if config["log_config"] is not None:
         logging.config.dictConfig(config["log_config"])
