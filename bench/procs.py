@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,32 @@ class Processes:
     def log_tail(self, name: str, lines: int = 20) -> str:
         path = self.workdir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def guarded(what: str, processes: Processes, keep: bool, body: Callable[[], None],
+            cleanup: Callable[[], None] = lambda: None) -> int:
+    """Run a bench's `body`; on Ctrl-C or an error say so, with every server's log tail. Then stop
+    every process, `cleanup`, and remove the work directory (kept with --keep or after a failure).
+    The exit status: 0, 1 (failed) or 130 (interrupted)."""
+    status = 0
+    try:
+        body()
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything", flush=True)
+        status = 130
+    except Exception as exc:  # noqa: BLE001 - report, show the servers' logs, and still clean up
+        print(f"{what} failed: {type(exc).__name__}: {exc}", flush=True)
+        for name, _ in processes.running:
+            print(f"--- {name} log tail ---\n{processes.log_tail(name)}", flush=True)
+        status = 1
+    finally:
+        processes.stop_all()
+        cleanup()
+        if keep or status:
+            print(f"work directory kept: {processes.workdir}", flush=True)
+        else:
+            shutil.rmtree(processes.workdir, ignore_errors=True)
+    return status
 
 
 def start_nginx(procs: Processes, cores: int | str = LOAD_CORE) -> tuple[str, subprocess.Popen[bytes]]:

@@ -428,26 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration, "stream": args.stream, "controls": args.controls,
         "controls_only": args.controls_only, "loadavg_before": loadavg(), "uptime_before": uptime(),
         "python": platform.python_version(), "cpus": os.cpu_count(), **heliograph_version()}}
-    status = 0
     wall_start = time.monotonic()
-    try:
+
+    def body() -> None:
         import uvloop
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(bench(args, processes, results))
-    except KeyboardInterrupt:
-        say("interrupted; stopping everything")
-        status = 130
-    except Exception as exc:  # noqa: BLE001 - report, show the servers' logs, and still clean up
-        say(f"bench failed: {type(exc).__name__}: {exc}")
-        for name, _ in processes.running:
-            say(f"--- {name} log tail ---\n{processes.log_tail(name)}")
-        status = 1
-    finally:
-        processes.stop_all()
-        if args.keep or status:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    status = P.guarded("bench", processes, args.keep, body)
     results["meta"]["loadavg_after"] = loadavg()
     results["meta"]["uptime_after"] = uptime()
     results["meta"]["wall_s"] = round(time.monotonic() - wall_start, 1)

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -337,24 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         "db": "postgresql" if args.db else "", "loadavg_before": loadavg(), "uptime_before": uptime(),
         "cpus": os.cpu_count(), **heliograph_version()}, "steps": []}
     say(f"uptime before: {results['meta']['uptime_before']}")
-    status = 0
-    try:
-        run(args, processes, stores, results)
-    except KeyboardInterrupt:
-        say("interrupted; stopping everything")
-        status = 130
-    except Exception as exc:  # noqa: BLE001 - report, show the servers' logs, and still clean up
-        say(f"scaling bench failed: {type(exc).__name__}: {exc}")
-        for name, _ in processes.running:
-            say(f"--- {name} log tail ---\n{processes.log_tail(name)}")
-        status = 1
-    finally:
-        processes.stop_all()
-        stores.close()
-        if args.keep or status:
-            say(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    status = P.guarded("scaling bench", processes, args.keep, lambda: run(args, processes, stores, results),
+                       stores.close)
     results["meta"]["loadavg_after"] = loadavg()
     results["meta"]["uptime_after"] = uptime()
     results["summary"] = summarise(results["steps"])
