@@ -1,32 +1,25 @@
 """OpenAPI paths and schemas of the alert, webhook and delivery endpoints (api/alerts.py).
 
-Merged into the document by openapi.py, like analytics_docs.py; self-contained for the same reason.
+Merged into the document by openapi.py, like analytics_docs.py; shares only docs_parts.py with it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .docs_parts import JSON, SECURITY, errors, ref
+from .docs_parts import ok as _ok
+
 from ..alerts.rules import CHANNEL_TYPES, COMPARISONS, GROUPS, MAX_WINDOW, METRICS, MIN_WINDOW, MODES
 
-JSON = "application/json"
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERRORS = {"400": "Bad input; `error` names the bad field.", "401": "Missing or unknown key.",
            "403": "The key's scope is too small; `error` names the scope needed.",
            "404": "No such alert or webhook in this key's project.", "503": "The store is unavailable."}
 
 
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _ok(schema: dict[str, Any], description: str, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": description, "content": {JSON: {"schema": {
-        "type": "object", "required": ["data", "error"], "properties": {"data": schema, "error": {"type": "null"}}}}}}}
-
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: {"description": _ERRORS[s], "content": {JSON: {"schema": ref("Error")}}} for s in statuses}
+    return errors(_ERRORS, *statuses)
 
 
 def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:

@@ -1,34 +1,27 @@
 """OpenAPI paths and schemas of the analytics, session, user and property endpoints.
 
 Merged into the document by openapi.py; kept here so that those routes and their description sit
-side by side. Self-contained (no import from openapi.py) so either module can be imported first.
+side by side. It shares only docs_parts.py with openapi.py, so either module can be imported first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .docs_parts import JSON, SECURITY, errors, ref
+from .docs_parts import ok as _ok
+
 from ..storage.analytics import GROUPS, MAX_BUCKETS
 from ..storage.histogram import ALPHA
 from ..storage.sessions import SESSION_SORTS, USER_SORTS
 
-JSON = "application/json"
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERRORS = {"400": "Bad input; `error` names the bad part.", "401": "Missing or unknown key.",
            "404": "No such session.", "503": "The store is unavailable."}
 
 
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"200": {"description": description, "content": {JSON: {"schema": {
-        "type": "object", "required": ["data", "error"], "properties": {"data": schema, "error": {"type": "null"}}}}}}}
-
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: {"description": _ERRORS[s], "content": {JSON: {"schema": ref("Error")}}} for s in statuses}
+    return errors(_ERRORS, *statuses)
 
 
 def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:

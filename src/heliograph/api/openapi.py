@@ -22,27 +22,18 @@ from .analytics_docs import PATHS as ANALYTICS_PATHS
 from .analytics_docs import SCHEMAS as ANALYTICS_SCHEMAS
 from .asynclog import ROUTES as ASYNC_LOG_ROUTES
 from .prompts_docs import PATHS as PROMPT_PATHS
+from .docs_parts import JSON, SECURITY, errors, ref
+from .docs_parts import ok as _ok
 from .prompts_docs import SCHEMAS as PROMPT_SCHEMAS
 
-JSON = "application/json"
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _ok(schema: dict[str, Any], description: str, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": description, "content": {JSON: {"schema": {
-        "type": "object", "required": ["data", "error"],
-        "properties": {"data": schema, "error": {"type": "null"}}}}}}}
+_ERRORS = {"400": "Bad input; `error` names the bad part.", "401": "Missing, unknown or expired key.",
+           "403": "The key's scope is too small; `error` names the scope needed.",
+           "404": "No such request (after waiting briefly for the recorder).",
+           "503": "The store is unavailable."}
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    text = {"400": "Bad input; `error` names the bad part.", "401": "Missing, unknown or expired key.",
-            "403": "The key's scope is too small; `error` names the scope needed.",
-            "404": "No such request (after waiting briefly for the recorder).",
-            "503": "The store is unavailable."}
-    return {s: {"description": text[s], "content": {JSON: {"schema": ref("Error")}}} for s in statuses}
+    return errors(_ERRORS, *statuses)
 
 
 def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
@@ -51,7 +42,6 @@ def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
 
 REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "The request's id (its Helicone-Id response header)."}
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 CREATED = _ok({"type": "null"}, "Stored.", "201")
 
 _OPERATOR_SCHEMA = {"text": "TextOperators", "property": "TextOperators", "number": "NumberOperators",

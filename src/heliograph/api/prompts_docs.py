@@ -1,14 +1,15 @@
 """OpenAPI paths and schemas of the prompt endpoints (api/prompts.py), merged by openapi.py.
 
-Self-contained (no import from openapi.py) so either module can be imported first.
+Shares only docs_parts.py with openapi.py, so either module can be imported first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-JSON = "application/json"
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+from .docs_parts import JSON, SECURITY, errors, ref
+from .docs_parts import ok as _ok
+
 _ERRORS = {"400": "Bad input; `error` names the bad part.", "401": "Missing or unknown key.",
            "403": "The key's scope is too small; `error` names the scope needed.",
            "404": "No such prompt or version in this key's project.", "503": "The store is unavailable."}
@@ -18,17 +19,9 @@ BODY_EXAMPLE = {"model": "gpt-4o-mini", "temperature": 0.2, "messages": [
     {"role": "user", "content": "Order {{hc:order:number}}: where is it?"}]}
 
 
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _ok(schema: dict[str, Any], description: str, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": description, "content": {JSON: {"schema": {
-        "type": "object", "required": ["data", "error"], "properties": {"data": schema, "error": {"type": "null"}}}}}}}
-
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: {"description": _ERRORS[s], "content": {JSON: {"schema": ref("Error")}}} for s in statuses}
+    return errors(_ERRORS, *statuses)
 
 
 def _body(properties: dict[str, Any], required: list[str], example: Any) -> dict[str, Any]:
