@@ -159,7 +159,7 @@ class Recorder:
             self._to_journal(spilled)
 
     def _build_and_store(self, batch: list[RawRecord], count: bool = True) -> Written:
-        """The batch's rows built and stored (processing.local_write, or the writer process); the
+        """The batch's rows built and stored (process.local_write, or the writer process); the
         observer told of each call the first time. Raises only when the store is unavailable."""
         try:
             written = self._store_batch(batch)
@@ -172,7 +172,7 @@ class Recorder:
             self.clamped += written.clamped
         if self._observer is not None and written.rows:
             self._observe(batch, written.rows, self._observer)
-        if written.failure is not None and isinstance(written.failure, self._unavailable):
+        if isinstance(written.failure, self._unavailable):
             raise written.failure
         return written
 
