@@ -187,8 +187,8 @@ SETTINGS: tuple[Setting, ...] = (
             "fill by size first."),
     Setting("recorder_process", _bool, True,
             "Build and store records in a process of its own, so that work (parsing, pricing, rows, rollups, "
-            "commit) runs on another core than the proxy; only when the gateway may use more than one core "
-            "(on one, a thread is cheaper). false: always a thread of the gateway's process."),
+            "commit) runs on another core than the proxy; only when the gateway may use more cores than it "
+            "has workers (otherwise a thread is cheaper). false: always a thread of the gateway's process."),
     Setting("drain_timeout", _non_negative, 5.0,
             "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal "
             "(part of shutdown_timeout)."),
@@ -324,10 +324,10 @@ class Settings:
     @property
     def writer_process(self) -> bool:
         """Whether the recorder writes from a process of its own: asked for (`recorder_process`) and
-        this process may run on more than one core. On one core a thread is cheaper: no pickling, and
-        the kernel would preempt the proxy for the writer (streamed chunks then arrive batched)."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return self.recorder_process and cores > 1
+        there are more cores than workers, so a writer has a core the proxies don't already fill.
+        Otherwise a thread is cheaper: no pickling, and the kernel would preempt a proxy for the
+        writer (streamed chunks then arrive batched)."""
+        return self.recorder_process and usable_cores() > self.workers
 
     def masked(self) -> dict[str, Any]:
         """The resolved values, secrets masked, for `heliograph config show`."""
@@ -337,6 +337,11 @@ class Settings:
         values["db_url"] = _mask_url_password(self.db_url)
         values["redis_url"] = _mask_url_password(self.redis_url)
         return values
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: taskset, a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def sqlite_path(url: str) -> Path:

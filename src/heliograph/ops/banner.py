@@ -24,7 +24,7 @@ def banner_lines(settings: Settings, active_keys: int | None) -> list[str]:
         f"journal: {settings.journal_path.resolve()}",
         "recorder: writes from a process of its own (recorder_process)" if settings.writer_process
         else "recorder: writes from a thread of the gateway's process "
-             f"({'one core' if settings.recorder_process else 'recorder_process off'})",
+             f"({'no core to spare for it' if settings.recorder_process else 'recorder_process off'})",
     ]
     if settings.upstreams:
         # An egress proxy may carry user:password@ in its origin.
