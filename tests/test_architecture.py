@@ -65,7 +65,7 @@ LAYERS: dict[str, set[str]] = {
     "export": {"api", "storage"},
     "retention": {"storage"},
     "synthetic": {"bodies", "storage"},
-    "writer": {"pricing", "recording", "storage"},
+    "writer": {"ops", "pricing", "recording", "storage"},
     "app": {"writer", "alerts", "api", "auth", "budgets", "dashboard", "errors", "ops", "pricing", "prompts", "proxy", "recording", "retention", "settings", "state", "storage", "vault"},
     "server": {"app", "errors", "ops", "settings"},
     "demo": {"alerts", "app", "auth", "export", "keys", "proxy", "server", "settings", "storage", "testing"},

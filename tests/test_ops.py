@@ -3,13 +3,17 @@ that never carry a credential or a body."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import select
 from pathlib import Path
 
 import httpx
 
 from heliograph import __version__
+from heliograph.ops.logs import BatchedStreamHandler
 from heliograph.settings import SETTINGS
 
 from .conftest import free_port, run_cli, start_gateway
@@ -203,3 +207,24 @@ def test_the_banner_masks_passwords_in_every_url() -> None:
     for secret in ("dbpw", "redispw", "proxypw", "sk-held"):
         assert secret not in text
     assert "store: postgresql://hg:****@db:5432/hg" in text and "provider keys held for: openai" in text
+
+
+def test_access_lines_reach_stderr_in_writes_a_pipe_keeps_whole() -> None:
+    """The writer process and the gateway share stderr: each write is whole lines, at most PIPE_BUF."""
+    class Writes(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return len(text)
+
+    stream = Writes()
+    handler = BatchedStreamHandler(stream)
+    lines = [f"line {n} " + "x" * (n * 37 % 300) for n in range(200)]
+    for line in lines:
+        handler.emit(logging.makeLogRecord({"msg": line}))
+    handler.flush()
+    assert "".join(stream.writes).splitlines() == lines
+    assert len(stream.writes) > 1 and all(len(w) <= select.PIPE_BUF and w.endswith("\n") for w in stream.writes)

@@ -5,6 +5,7 @@ killed mid-traffic costs no record and stores none twice."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -15,11 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+import heliograph.ops
+
 from heliograph.recording.process import build_rows
 from heliograph.recording.ids import new_request_id
 from heliograph.recording.record import RawRecord
+from heliograph.settings import Settings
 from heliograph.storage import StoreUnavailable, open_store
-from heliograph.writer import BODIES, StoreRefused, WriterProcess
+from heliograph.ops.logs import log_config
+from heliograph.ops.metrics import TOKEN_KINDS
+from heliograph.ops.observe import OBSERVED_COLUMNS
+from heliograph.writer import StoreRefused, WriterProcess
 from heliograph.testing import FakeUpstream
 
 from .conftest import Gateway, start_gateway
@@ -49,7 +56,7 @@ def test_the_writer_builds_and_stores_as_the_gateway_would(writer: WriterProcess
     written = writer.write([record(i) for i in ids])
     assert written.failure is None and written.reassigned == []
     here = build_rows([record(i) for i in ids], {})
-    assert written.rows == [{k: v for k, v in row.items() if k not in BODIES} for row in here.rows]
+    assert written.rows == [{k: row[k] for k in OBSERVED_COLUMNS} for row in here.rows]
     assert written.rows[0]["cost"] > 0 and "response_body" not in written.rows[0]
     assert writer.write([record(i) for i in ids]).reassigned == []          # a replayed batch: nothing twice
     taken = writer.write([record(ids[0], created_at=1_780_000_999.0)]).reassigned    # another call's id
@@ -57,6 +64,24 @@ def test_the_writer_builds_and_stores_as_the_gateway_would(writer: WriterProcess
     store = open_store(writer.db_url)
     assert store.count_requests(project="default") == 21
     assert store.get_request(ids[3], project="default")["model"] == "gpt-4o-mini"
+
+
+def test_the_writer_logs_each_call_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    open_store(url).migrate()
+    writer = WriterProcess(url, log_config=log_config(Settings()), key_name=lambda key_id: f"name-of-{key_id}")
+    try:
+        batch = [record(new_request_id()) for _ in range(3)]
+        batch[1].key_id = "key_7"
+        writer.write(batch)
+        for r in batch:
+            r.observed = True       # what the recorder marks once the gateway's observer has seen them
+        writer.write(batch)         # as a batch written again record by record, or replayed: no second line
+    finally:
+        writer.close()
+    lines = [line for line in capfd.readouterr().err.splitlines() if "heliograph.access" in line]
+    assert [line.split("id=")[1].split()[0] for line in lines] == [r.id for r in batch]
+    assert "key=name-of-key_7" in lines[1] and "model=gpt-4o-mini" in lines[1] and "status=200" in lines[1]
 
 
 def test_a_refused_batch_and_a_dead_writer_are_told_apart(writer: WriterProcess) -> None:
@@ -126,3 +151,25 @@ def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_p
     finally:
         gateway.stop()
     assert "writer process stopped" in gateway.log()
+
+
+@pytest.mark.parametrize(("cores", "workers", "recorder_process", "expected"), [
+    (2, 1, True, True),      # a core the proxy does not fill: the writer gets it
+    (1, 1, True, False),     # one core: a thread, no pickling
+    (2, 2, True, False),     # the workers fill both cores: a thread each
+    (4, 2, True, True),
+    (2, 1, False, False),    # turned off
+])
+def test_a_writer_process_only_where_a_core_is_to_spare(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int,
+                                                        recorder_process: bool, expected: bool) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert Settings(workers=workers, recorder_process=recorder_process).writer_process is expected
+
+
+def test_the_writer_sends_back_every_column_the_observer_reads() -> None:
+    """Rows come back from a writer process with OBSERVED_COLUMNS only: a column read in ops/
+    (access line, metrics, spans) and missing there would be a KeyError per call."""
+    ops = Path(heliograph.ops.__file__).parent
+    read = {name for path in ops.glob("*.py") for name in re.findall(r'\brow\["(\w+)"\]', path.read_text())}
+    read |= {column for _, column in TOKEN_KINDS}       # metrics read these as row[column]
+    assert len(read) > 15 and read <= set(OBSERVED_COLUMNS)

@@ -76,11 +76,13 @@ class Heliograph:
         if settings.otel_endpoint:
             from .ops.otel import OtelSpans     # the SDK is imported only when it is used
             spans = OtelSpans(settings.otel_endpoint, settings.otel_service_name)
-        self.observer = CallObserver(RecordMetrics(self.registry), self.runtime_metrics, self.keys.name_of,
-                                     access=settings.access_log, spans=spans)
-        # Rows built and stored in a child process (writer.py): another core than the proxy's, another GIL.
-        self.writer = (WriterProcess(settings.db_url, settings.prices, log_config(settings))
+        # Rows built and stored in a child process (writer.py): another core than the proxy's, another
+        # GIL. It writes the access lines too; metrics and spans stay here.
+        self.writer = (WriterProcess(settings.db_url, settings.prices, log_config(settings),
+                                     key_name=self.keys.name_of if settings.access_log else None)
                        if settings.writer_process else None)
+        self.observer = CallObserver(RecordMetrics(self.registry), self.runtime_metrics, self.keys.name_of,
+                                     access=settings.access_log and self.writer is None, spans=spans)
         self._store_batch = (self.writer.write if self.writer is not None
                              else local_write(self.store.insert_requests, parse_overrides(settings.prices)))
         self.recorder = Recorder(

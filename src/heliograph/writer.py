@@ -5,9 +5,10 @@ its body and properties, nine rollup tables, the webhook outbox, the commit) cos
 gateway about as much CPU as proxying the call, and in the gateway's process that work takes the
 GIL from the event loop thousands of times a second. `WriterProcess.write` hands the recorder's
 batch of raw records to a child process, which builds the rows (recording/process.py), stores them
-with its own connection and answers with the rows minus their bodies (for the access lines and
-metrics, which stay in the gateway). The queue, the journal and their no-loss rules stay where they
-were: the recorder's, in the gateway's process (recording/recorder.py).
+with its own connection, writes their access lines and answers with the columns of the rows the
+gateway's observer reads (metrics and spans stay in the gateway: its /metrics and its exporter).
+The queue, the journal and their no-loss rules stay where they were: the recorder's, in the
+gateway's process (recording/recorder.py).
 
 The answer is what the store returned, or why it did not:
 
@@ -33,12 +34,13 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
 
+from .ops.observe import OBSERVED_COLUMNS, flush_access, log_access
 from .pricing import parse_overrides
 from .recording.process import Written, build_rows
 from .recording.record import RawRecord
@@ -52,10 +54,10 @@ STOP_SECONDS = 10.0
 CONFIG_ENV = "HELIOGRAPH_WRITER_CONFIG"
 
 
-BODIES = ("request_body", "response_body", "response_stream")     # not sent back: the observer needs none
-# Records cross the pipe as tuples of their fields, rows come back as tuples under one list of
-# keys: a third of the pickling of dataclasses and dicts (the gateway's side of it is on its core).
+# Records cross the pipe as tuples of their fields, rows come back as tuples of the observed
+# columns: a third of the pickling of dataclasses and whole dicts (the gateway's side of it is on its core).
 FIELDS = operator.attrgetter(*(field.name for field in dataclasses.fields(RawRecord)))
+OBSERVED = operator.itemgetter(*OBSERVED_COLUMNS)
 
 
 class StoreRefused(Exception):
@@ -66,13 +68,16 @@ class WriterProcess:
     """The recorder's `write` (recording.process.Write), done by a child process.
 
     Called from one thread at a time (the recorder's). The child is `python -m heliograph.writer`,
-    started at the first batch and again after it dies. `prices` are the settings' price overrides."""
+    started at the first batch and again after it dies. `prices` are the settings' price overrides;
+    with `key_name` (the key's name by id) the child writes the calls' access lines."""
 
     def __init__(self, db_url: str, prices: Mapping[str, Any] | None = None,
-                 log_config: Mapping[str, Any] | None = None) -> None:
+                 log_config: Mapping[str, Any] | None = None,
+                 key_name: Callable[[str | None], str] | None = None) -> None:
         self.db_url = db_url
         self.prices = dict(prices or {})
         self.log_config = log_config
+        self.key_name = key_name
         self.request_calls_queued = 0      # per-request webhook calls the child's writes queued
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -80,12 +85,13 @@ class WriterProcess:
     def write(self, batch: Sequence[RawRecord]) -> Written:
         conn = self._connection()
         try:
-            conn.send([FIELDS(record) for record in batch])
-            kind, value, queued, keys, values, internal_errors, clamped = conn.recv()
+            names = None if self.key_name is None else [self.key_name(record.key_id) for record in batch]
+            conn.send(([FIELDS(record) for record in batch], names))
+            kind, value, queued, values, internal_errors, clamped = conn.recv()
         except (EOFError, OSError) as exc:
             code = self._stopped()
             raise StoreUnavailable(f"the writer process stopped (exit code {code}); it is started again") from exc
-        rows: list[Mapping[str, Any]] = [dict(zip(keys, row)) for row in values]
+        rows: list[Mapping[str, Any]] = [dict(zip(OBSERVED_COLUMNS, row)) for row in values]
         written = Written(rows, internal_errors=internal_errors, clamped=clamped)
         if kind == "unavailable":
             written.failure = StoreUnavailable(value)
@@ -147,12 +153,16 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
     try:
         while True:
             try:
-                fields = conn.recv()
+                message = conn.recv()
             except (EOFError, OSError):
                 return          # the gateway is gone
-            if fields is None:
+            if message is None:
                 return
-            written = build_rows([RawRecord(*values) for values in fields], overrides)
+            fields, names = message
+            records = [RawRecord(*values) for values in fields]
+            written = build_rows(records, overrides)
+            if names is not None:
+                _access_lines(records, written.rows, names)
             before = getattr(store, "request_calls_queued", 0)
             kind = "ok"
             value: Any = None
@@ -162,12 +172,22 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
                 kind, value = "unavailable", str(exc)
             except Exception as exc:
                 kind, value = "refused", f"{type(exc).__name__}: {exc}"
-            keys = [key for key in written.rows[0] if key not in BODIES] if written.rows else []
-            values = list(map(operator.itemgetter(*keys), written.rows)) if written.rows else []
-            conn.send((kind, value, getattr(store, "request_calls_queued", 0) - before, keys, values,
-                       written.internal_errors, written.clamped))
+            conn.send((kind, value, getattr(store, "request_calls_queued", 0) - before,
+                       list(map(OBSERVED, written.rows)), written.internal_errors, written.clamped))
     finally:
         store.close()
+
+
+def _access_lines(records: list[RawRecord], rows: list[Mapping[str, Any]], names: list[str]) -> None:
+    """The access lines of the calls not logged before (a batch written again record by record,
+    or replayed from the journal, was), written together; never fatal to the batch."""
+    try:
+        for record, row, name in zip(records, rows, names):
+            if not record.observed:
+                log_access(record, row, name)
+        flush_access()
+    except Exception:
+        log.exception("could not write the access lines of a batch")
 
 
 def main() -> None:

@@ -6,13 +6,16 @@ every worker it starts, so all processes write the same format. Two loggers keep
 banner (`heliograph.banner`) and the access lines (`heliograph.access`, off with `access_log`).
 
 Access lines are written a batch at a time (`BatchedStreamHandler`): the recorder builds them for a
-batch of calls and writes them with one `write`, as a line-buffered stderr would cost one system
-call per call, ~15 % of the saturated gateway's CPU (bench/run.py).
+batch of calls and writes them in few `write`s, as a line-buffered stderr would cost one system
+call per call, ~15 % of the saturated gateway's CPU (bench/run.py). Each write is at most PIPE_BUF
+bytes of whole lines: the writer process (writer.py) and the gateway share stderr, and only writes
+that small reach a pipe whole, so one's line never lands inside the other's.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import time
 from typing import Any
 
@@ -54,7 +57,7 @@ class JsonFormatter(logging.Formatter):
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that keeps formatted lines until `flush` (the recorder's, after each batch)
-    writes them in one go; `limit` lines at most are kept."""
+    writes them, in writes of at most PIPE_BUF bytes; `limit` lines at most are kept."""
 
     def __init__(self, stream: Any = None, limit: int = 1000) -> None:
         super().__init__(stream)
@@ -74,12 +77,24 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def flush(self) -> None:
         self.acquire()
         try:
-            if self.pending:
-                lines, self.pending = self.pending, []
-                self.stream.write("\n".join(lines) + "\n")
+            chunk: list[str] = []
+            size = 0
+            for line in self.pending:
+                if chunk and size + len(line) + 1 > select.PIPE_BUF:
+                    self._write(chunk)
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line) + 1       # characters, not bytes: a line with non-ASCII may go over
+            if chunk:
+                self._write(chunk)
+            self.pending = []
             super().flush()
         finally:
             self.release()
+
+    def _write(self, lines: list[str]) -> None:
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
 
 
 def log_config(settings: Settings) -> dict[str, Any]:

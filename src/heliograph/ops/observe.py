@@ -1,8 +1,10 @@
 """What the recorder tells operators about each call: an access line, metrics and a span.
 
 `CallObserver.recorded` runs in the recorder thread when a call's row is first built (so the
-model, tokens and cost are known), once per call; nothing here runs on the request path. The
-access line carries ids, names and numbers only: never a credential, a header value or a body.
+model, tokens and cost are known), once per call; nothing here runs on the request path. With a
+writer process (writer.py) the access lines are written there instead (`log_access`), off the
+proxy's core. The access line carries ids, names and numbers only: never a credential, a header
+value or a body.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from .metrics import RecordMetrics, RuntimeMetrics
 
 log = logging.getLogger("heliograph.observe")
 access_log = logging.getLogger(ACCESS)
+
+
+# The row columns read here (access line, metrics, spans): all a writer process sends back of a row.
+OBSERVED_COLUMNS = (
+    "provider", "model", "request_model", "response_model", "path", "target_url", "status", "error",
+    "latency_ms", "ttft_ms", "gateway_overhead_ms", "streamed", "partial", "cache_enabled", "cost",
+    "pricing_status", "prompt_tokens", "completion_tokens", "prompt_cache_read_tokens",
+    "prompt_cache_write_tokens", "reasoning_tokens", "user_id", "session_id", "session_path",
+)
 
 
 class SpanExporter(Protocol):
@@ -81,8 +92,23 @@ def access_fields(record: RawRecord, row: Mapping[str, Any], key_name: str) -> d
     }
 
 
+def log_access(record: RawRecord, row: Mapping[str, Any], key_name: str) -> None:
+    """The call's access line, kept by the access handler until `flush_access`."""
+    if access_log.isEnabledFor(logging.INFO):
+        fields = access_fields(record, row, key_name)
+        # makeRecord + handle is logger.info without its caller lookup (a stack walk per line).
+        access_log.handle(access_log.makeRecord(ACCESS, logging.INFO, __file__, 0, AccessLine(fields), (), None,
+                                                extra={"access": fields}))
+
+
+def flush_access() -> None:
+    for handler in access_log.handlers:
+        handler.flush()     # the batch's access lines, in one write (logs.BatchedStreamHandler)
+
+
 class CallObserver:
-    """The recorder's observer (`recording.recorder.Observer`)."""
+    """The recorder's observer (`recording.recorder.Observer`). `access`: whether it writes the
+    access lines (not when a writer process does)."""
 
     def __init__(self, metrics: RecordMetrics, runtime: RuntimeMetrics, key_name: Callable[[str | None], str],
                  *, access: bool, spans: SpanExporter | None = None) -> None:
@@ -96,17 +122,14 @@ class CallObserver:
         self.metrics.observe(record, row)
         if self.access or self.spans is not None:
             name = self.key_name(record.key_id)
-            if self.access and access_log.isEnabledFor(logging.INFO):
-                fields = access_fields(record, row, name)
-                # makeRecord + handle is logger.info without its caller lookup (a stack walk per line).
-                access_log.handle(access_log.makeRecord(ACCESS, logging.INFO, __file__, 0, AccessLine(fields), (), None,
-                                                        extra={"access": fields}))
+            if self.access:
+                log_access(record, row, name)
             if self.spans is not None:
                 self.spans.export(record, row, name)
 
     def batch_observed(self) -> None:
-        for handler in access_log.handlers:
-            handler.flush()     # the batch's access lines, in one write (logs.BatchedStreamHandler)
+        if self.access:
+            flush_access()
 
     def batch_written(self, size: int, seconds: float) -> None:
         self.runtime.batch.observe(seconds)
