@@ -4,8 +4,11 @@
 When the queue is full the record waits in an overflow list that the writer moves to the disk
 journal first thing. Only the writer thread touches the journal.
 
-The writer takes up to `batch_size` records or whatever arrived within `flush_ms` and hands them
-to `write`, which turns them into rows and stores them in one transaction: in a process of its own
+The queue is a deque the request path appends to without waking anyone: the writer wakes every
+`flush_ms`, takes what arrived (up to `batch_size` records a batch; a backlog is taken at once,
+batch after batch) and hands it to `write`. A queue.Queue woke the writer for each record, and each
+wake took the GIL from the event loop: ~10 µs a call at saturation (bench/, issue 14). A record
+still waits at most `flush_ms` plus the write before it. `write` which turns them into rows and stores them in one transaction: in a process of its own
 (writer.py, the default) or in this thread (process.local_write). Two kinds of failure are told apart:
 
 * the store is unavailable (locked, down: `unavailable` exceptions): the batch goes to the
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +38,6 @@ log = logging.getLogger("heliograph.recorder")
 
 RETRY_EVERY = 1.0
 SCAN_EVERY = 10.0     # look for journal files left by processes that are gone
-_STOP = object()
 
 def _ids(batch: Sequence[RawRecord], shown: int = 5) -> str:
     """The request ids of a batch for a log line: the first few, and how many more."""
@@ -62,8 +63,11 @@ class Recorder:
         self._observer = observer
         self.journal = journal
         self._unavailable = unavailable
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._overflow: collections.deque[RawRecord] = collections.deque()  # append/popleft are thread-safe
+        # append/popleft are thread-safe; len() may be a record behind, which only moves the bound by one
+        self._queue: collections.deque[RawRecord] = collections.deque()
+        self._queue_size = queue_size
+        self._overflow: collections.deque[RawRecord] = collections.deque()
+        self._stop = threading.Event()
         self._batch_size = batch_size
         self._flush = flush_ms / 1000
         self._drain_timeout = drain_timeout
@@ -84,17 +88,15 @@ class Recorder:
         self._thread.start()
 
     def submit(self, record: RawRecord) -> None:
-        if self._closed:
-            self._overflow.append(record)  # a request that finished after close: the writer's last pass journals it
-            return
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        # After close (a request that finished late) the writer's last pass journals the overflow.
+        if self._closed or len(self._queue) >= self._queue_size:
             self._overflow.append(record)
+        else:
+            self._queue.append(record)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() + len(self._overflow)
+        return len(self._queue) + len(self._overflow)
 
     @property
     def rejected(self) -> int:
@@ -106,21 +108,24 @@ class Recorder:
         return 0.0 if since is None else time.monotonic() - since
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        self._stop.set()
         self._thread.join()
         self._closed = True
-        self._spill_overflow()  # anything submitted while the writer was finishing
+        while self._queue:      # submitted while the writer was finishing: journaled with the overflow
+            self._overflow.append(self._queue.popleft())
+        self._spill_overflow()
 
     # -- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
         self._replay_journal()
-        stopping = False
-        while not stopping:
+        while not self._stop.is_set():
             self._spill_overflow()
-            batch, stopping = self._next_batch()
+            batch = self._next_batch()
             if batch:
                 self._write_or_journal(batch)
+            if len(self._queue) < self._batch_size:     # no backlog: the next records a flush away
+                self._stop.wait(self._flush)
             now = time.monotonic()
             if now >= self._next_scan:
                 self._next_scan = now + SCAN_EVERY
@@ -129,25 +134,9 @@ class Recorder:
                 self._replay_journal()
         self._drain()
 
-    def _next_batch(self) -> tuple[list[RawRecord], bool]:
-        try:
-            first = self._queue.get(timeout=RETRY_EVERY)
-        except queue.Empty:
-            return [], False
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        deadline = time.monotonic() + self._flush
-        while len(batch) < self._batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
+    def _next_batch(self) -> list[RawRecord]:
+        pending = self._queue
+        return [pending.popleft() for _ in range(min(len(pending), self._batch_size))]
 
     def _spill_overflow(self) -> None:
         spilled: list[RawRecord] = []
@@ -275,15 +264,10 @@ class Recorder:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self._drain_timeout
-        leftover: list[RawRecord] = list(self._overflow)
-        self._overflow.clear()
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                leftover.append(item)
+        leftover: list[RawRecord] = []
+        for pending in (self._overflow, self._queue):
+            while pending:
+                leftover.append(pending.popleft())
         for start in range(0, len(leftover), self._batch_size):
             batch = leftover[start:start + self._batch_size]
             if time.monotonic() >= deadline:
