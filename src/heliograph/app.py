@@ -7,7 +7,6 @@ path is a proxied call and goes straight to the proxy's ASGI handler, with no fr
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -30,6 +29,7 @@ from .errors import Overloaded
 from .ops.metrics import RecordMetrics, RuntimeMetrics, exposition, forget_worker, multiprocess_dir
 from .ops.logs import log_config
 from .ops.observe import CallObserver, SpanExporter
+from .ops.tuning import settle_collector
 from .pricing import parse_overrides
 from .auth import KeyCache, KeyInfo
 from .budgets import BudgetCache
@@ -262,9 +262,7 @@ class Heliograph:
         self._tasks.append(asyncio.create_task(self.prompts.run_refreshes()))
         if multiprocess_dir() is not None:
             self._tasks.append(asyncio.create_task(self._sync_metrics()))
-        # Everything built so far lives as long as the process: out of the collector's way, so a full
-        # collection under load walks only what requests allocate (bench/: issue 8's note).
-        gc.freeze()
+        settle_collector()
         # The recorder thread takes the GIL back after each read of the writer's answer and for the
         # access lines; the event loop then waited up to the 5 ms default before it got it back, a
         # stall per batch that batched streamed chunks and added tens of ms to TTFB at 500 streams/s

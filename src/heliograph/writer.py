@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from .ops.observe import OBSERVED_COLUMNS, flush_access, log_access
+from .ops.tuning import settle_collector
 from .pricing import parse_overrides
 from .recording.process import Written, build_rows
 from .recording.record import RawRecord
@@ -202,6 +203,7 @@ def main() -> None:
     config = orjson.loads(os.environ.pop(CONFIG_ENV))
     if config["log_config"] is not None:
         logging.config.dictConfig(config["log_config"])
+    settle_collector()         # as the gateway does: rows are built from many short-lived objects
     serve(Connection(int(sys.argv[1])), config["db_url"], config["prices"])
 
 
