@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 import loadgen
@@ -35,11 +36,11 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
         out.append(("added p50 at 500 req/s <= 1.5 ms", hg["p50"] <= 1.5, f"{hg['p50']:.3f} ms"))
         out.append(("added p99 at 500 req/s <= 1.5x bare's", hg["p99"] <= 1.5 * max(bare["p99"], 0.0),
                     f"{hg['p99']:.3f} vs bare {bare['p99']:.3f} ms"))
-    sat = {r["target"]: r["max_rps"] for r in results.get("saturation", [])}
-    if "heliograph" in sat and "bare" in sat:
-        share = sat["heliograph"] / sat["bare"] if sat["bare"] else math.nan
-        out.append(("max >= 1500 req/s and >= 60% of bare", sat["heliograph"] >= 1500 and share >= 0.6,
-                    f"{sat['heliograph']:.0f} req/s = {100 * share:.0f}% of bare"))
+    if share := saturation_share(results.get("saturation", [])):
+        rps, ratio, ratios = share
+        rounds = f" (median of {', '.join(f'{100 * r:.0f}' for r in ratios)} %)" if len(ratios) > 1 else ""
+        out.append(("max >= 1500 req/s and >= 60% of bare", rps >= 1500 and ratio >= 0.6,
+                    f"{rps:.0f} req/s = {100 * ratio:.0f}% of bare{rounds}"))
     if "streaming" in results:
         st = {r["target"]: r for r in results["streaming"]}
         ttfb = st["heliograph"]["ttfb_ms"]["p50"] - st["direct"]["ttfb_ms"]["p50"]
@@ -52,6 +53,19 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
             out.append((f"log {key.replace('_', ' ')}: rows/2xx rows/answered per phase", results[key]["complete"],
                         "; ".join(f"{p} {v['rows']}/{v['rows_2xx']}/{v['answered']}" for p, v in results[key]["phases"].items())))
     return out
+
+
+def saturation_share(steps: list[dict[str, Any]]) -> tuple[float, float, list[float]] | None:
+    """Heliograph's median max req/s, the median of its ratio to bare's in the same round, the ratios."""
+    rounds: dict[int, dict[str, float]] = {}
+    for step in steps:
+        rounds.setdefault(step.get("round", 1), {})[step["target"]] = step["max_rps"]
+    pairs = [(r["heliograph"], r["heliograph"] / r["bare"]) for r in rounds.values()
+             if "heliograph" in r and r.get("bare")]
+    if not pairs:
+        return None
+    return (statistics.median(rps for rps, _ in pairs), statistics.median(ratio for _, ratio in pairs),
+            [ratio for _, ratio in pairs])
 
 
 def _cpu(report: dict[str, Any]) -> str:
@@ -90,7 +104,8 @@ def table(results: dict[str, Any], judged: list[tuple[str, bool | None, str]]) -
         lines.append(f"{'target':<11}{'max req/s':>10} {'err':>5} {'p50 ms':>8} {'p99 ms':>8} | {'cpu%':>5} {'us/req':>6}")
         for r in results["saturation"]:
             lines.append(f"{r['target']:<11}{r['max_rps']:>10.1f} {r['errors']:>5} "
-                         f"{r['latency_ms']['p50']:>8.2f} {r['latency_ms']['p99']:>8.2f} | {_cpu(r)}")
+                         f"{r['latency_ms']['p50']:>8.2f} {r['latency_ms']['p99']:>8.2f} | {_cpu(r)}"
+                         + (f"  round {r['round']}" if r.get("round", 1) > 1 else ""))
     if rss := results.get("heliograph_rss"):
         lines.append("Heliograph RSS (MiB): " + ", ".join(
             f"{k.removesuffix('_kib')} {v / 1024:.0f}" for k, v in rss.items() if v))
