@@ -7,9 +7,10 @@ journal first thing. Only the writer thread touches the journal.
 The queue is a deque the request path appends to without waking anyone: the writer wakes every
 `flush_ms`, takes what arrived (up to `batch_size` records a batch; a backlog is taken at once,
 batch after batch) and hands it to `write`. A queue.Queue woke the writer for each record, and each
-wake took the GIL from the event loop: ~10 µs a call at saturation (bench/, issue 14). A record
-still waits at most `flush_ms` plus the write before it. `write` which turns them into rows and stores them in one transaction: in a process of its own
-(writer.py, the default) or in this thread (process.local_write). Two kinds of failure are told apart:
+wake took the GIL from the event loop (one core at saturation: 8 % more calls a second without it,
+issue 14). A record still waits at most `flush_ms` plus one write. `write` turns the batch into
+rows and stores them in one transaction: in a process of its own (writer.py, where there is a core
+to spare) or in this thread (process.local_write). Two kinds of failure are told apart:
 
 * the store is unavailable (locked, down: `unavailable` exceptions): the batch goes to the
   journal, which is replayed every second while the process runs;
