@@ -54,12 +54,8 @@ def main() -> None:
         builds = {}
         for name, src in (("A", args.a), ("B", args.b)):
             env = {"HELIOGRAPH_REDIS_URL": args.redis_url, "HELIOGRAPH_REDIS_KEY_PREFIX": prefixes[name]} if two else {}
-            os.environ["PYTHONPATH"] = str(Path(src).resolve())
-            try:
-                url, proc, key = P.start_heliograph(processes, name, mock_url, processes.workdir / f"{name}.db", env,
-                                                    workers=args.workers or 1, cores=gateway_cores)
-            finally:
-                del os.environ["PYTHONPATH"]
+            url, proc, key = P.start_heliograph(processes, name, mock_url, processes.workdir / f"{name}.db", env,
+                                                workers=args.workers or 1, cores=gateway_cores, src=src)
             P.run_wrk(processes.workdir, url + ROUTE, body, headers_for(key, "warmup"), 2, args.connections,
                       cores=load_cores)
             if args.writer_core is not None:

@@ -267,9 +267,9 @@ def heliograph_cmd() -> list[str]:
     return [str(script)] if script.exists() else [PYTHON, "-m", "heliograph.cli.main"]
 
 
-def create_key(db_url: str) -> str:
+def create_key(db_url: str, env: dict[str, str] | None = None) -> str:
     out = subprocess.run([*heliograph_cmd(), "keys", "create", "--name", "bench", "--db", db_url],
-                         check=False, capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60, env=env)
     if out.returncode != 0 or not out.stdout.strip():
         raise RuntimeError(f"heliograph keys create failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     return out.stdout.strip().splitlines()[-1].strip()
@@ -277,16 +277,19 @@ def create_key(db_url: str) -> str:
 
 def start_heliograph(procs: Processes, name: str, upstream: str, db_path: Path | str,
                      extra_env: dict[str, str] | None = None, *, workers: int = 1,
-                     cores: int | str = PROXY_CORE) -> tuple[str, subprocess.Popen[bytes], str]:
+                     cores: int | str = PROXY_CORE, src: str | None = None) -> tuple[str, subprocess.Popen[bytes], str]:
     """A fresh store, a key in it, and `heliograph serve` on the proxy core. Returns url, process, key.
 
     `db_path`: a SQLite file, or a database URL as is (e.g. an empty PostgreSQL database).
     `extra_env`: more `HELIOGRAPH_*` settings (e.g. `HELIOGRAPH_REDIS_URL`); any others in the
-    harness's own environment are dropped. `workers` > 1 needs `HELIOGRAPH_REDIS_URL` in it."""
+    harness's own environment are dropped. `workers` > 1 needs `HELIOGRAPH_REDIS_URL` in it.
+    `src`: another build's `src` folder, first on PYTHONPATH (for the key and the server alike)."""
     db_url = db_path if isinstance(db_path, str) else f"sqlite:///{db_path}"
-    key = create_key(db_url)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOGRAPH_")}
+    if src is not None:
+        env["PYTHONPATH"] = str(Path(src).resolve())
+    key = create_key(db_url, env)
+    port = free_port()
     env |= {"HELIOGRAPH_UPSTREAM_OPENAI": upstream, "HELIOGRAPH_LOG_LEVEL": "warning", **(extra_env or {})}
     argv = [*heliograph_cmd(), "serve", "--port", str(port), "--db", db_url]
     if workers != 1:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -82,13 +81,8 @@ def main() -> None:
 
     def measure() -> None:
         mock_url, _ = P.start_nginx(processes)
-        if args.src:
-            os.environ["PYTHONPATH"] = str(Path(args.src).resolve())
-        try:
-            url, _, key = P.start_heliograph(processes, "heliograph", mock_url, processes.workdir / "h.db",
-                                             dict(item.split("=", 1) for item in args.env), cores=args.cores)
-        finally:
-            os.environ.pop("PYTHONPATH", None)
+        url, _, key = P.start_heliograph(processes, "heliograph", mock_url, processes.workdir / "h.db",
+                                         dict(item.split("=", 1) for item in args.env), cores=args.cores, src=args.src)
         report(asyncio.run(timeline(url + ROUTE, key, args.rate, args.calls)))
 
     if status := P.guarded("bench/timeline.py", processes, False, measure):
