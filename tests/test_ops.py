@@ -8,13 +8,16 @@ import json
 import logging
 import os
 import select
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from heliograph import __version__
 from heliograph.ops.logs import BatchedStreamHandler
-from heliograph.settings import SETTINGS
+from heliograph.settings import SETTINGS, Settings
 
 from .conftest import free_port, run_cli, start_gateway
 from heliograph.testing import FakeUpstream
@@ -228,3 +231,51 @@ def test_access_lines_reach_stderr_in_writes_a_pipe_keeps_whole() -> None:
     handler.flush()
     assert "".join(stream.writes).splitlines() == lines
     assert len(stream.writes) > 1 and all(len(w) <= select.PIPE_BUF and w.endswith("\n") for w in stream.writes)
+
+
+# A worker that claims a core, holds it until told to exit, and says which one and where its threads run.
+CLAIM = """
+import os, sys, threading
+from pathlib import Path
+from heliograph.ops.tuning import claim_core
+os.sched_setaffinity(0, map(int, sys.argv[2].split(",")))
+threading.Thread(target=sys.stdin.readline, daemon=True).start()       # a thread started before the claim
+core = claim_core(Path(sys.argv[1]), 2)
+later = threading.Thread(target=sys.stdin.readline); later.start()      # and one after it
+print(core, sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")}), flush=True)
+later.join()
+"""
+
+
+def test_workers_claim_a_core_each_and_a_restarted_worker_takes_the_one_left(tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    expected = [cores[0], cores[1 % len(cores)]]
+
+    def worker() -> tuple[subprocess.Popen[str], str]:
+        process = subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path / "cores"), ",".join(map(str, cores))],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        return process, process.stdout.readline().strip()
+
+    first, second = worker(), worker()
+    assert [first[1], second[1]] == [f"{core} [({core},)]" for core in expected]     # every thread on it
+    third = worker()                               # a third worker of two: no slot, left unpinned
+    assert third[1] == f"None [{tuple(cores)}]"
+    first[0].communicate("\n\n")                    # the first exits; a new worker gets its slot and core
+    fourth = worker()
+    assert fourth[1] == f"{expected[0]} [({expected[0]},)]"
+    for process, _ in (second, third, fourth):
+        process.communicate("\n\n")
+
+
+@pytest.mark.parametrize(("cores", "workers", "pin", "expected"), [
+    (2, 2, True, True),      # no core to spare: a core each
+    (1, 2, True, True),      # more workers than cores: still pinned, two to the core
+    (4, 2, True, False),     # cores to spare: unpinned, each with its writer process
+    (2, 1, True, False),     # one worker: nothing to share
+    (2, 2, False, False),    # turned off
+])
+def test_workers_are_pinned_only_where_no_core_is_to_spare(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int,
+                                                         pin: bool, expected: bool) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert Settings(workers=workers, pin_workers=pin).pinned_workers is expected

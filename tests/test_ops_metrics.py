@@ -121,10 +121,11 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
+    cores = sorted(os.sched_getaffinity(0))[:2]     # as on a 2-core machine: no core to spare for 2 workers
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "heliograph.cli.main", "serve", "--port", str(port),
-                                    "--workers", "2", "--redis", redis, "--log-format", "json"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(["taskset", "-c", ",".join(map(str, cores)), sys.executable, "-m", "heliograph.cli.main",
+                                    "serve", "--port", str(port), "--workers", "2", "--redis", redis, "--log-format",
+                                    "json"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -140,8 +141,13 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
             r = httpx.post(base + "/openai/v1/chat/completions", json=CHAT,
                            headers={"Helicone-Auth": f"Bearer {key}", **CLIENT})
             assert r.status_code == 200
-        pids = {p.name.split("_")[-1] for p in multiproc.glob("counter_*.db")}
+        pids = {p.name.split("_")[-1].removesuffix(".db") for p in multiproc.glob("counter_*.db")}
         assert len(pids) >= 2, f"one worker served everything ({pids}); the test proves nothing"
+        # No core to spare: each worker, all its threads, on a core of its own (one core: both on it).
+        pinned = {pid: {Path(task, "status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+                        for task in Path(f"/proc/{pid}/task").iterdir()} for pid in pids}
+        assert sorted(core for threads in pinned.values() for core in threads) == sorted(
+            str(cores[slot % len(cores)]) for slot in range(2)), pinned
         # Records are counted by the recorder once written, and totals synced every second.
         scrape_until(base, "heliograph_records_written_total", calls)
         for _ in range(25):
@@ -157,6 +163,6 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
     # One log setup for the supervisor and both workers: every line JSON, the banner once.
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     banner = [line["message"] for line in lines if line["logger"] == "heliograph.banner"]
-    assert banner.count(f"listening on {base} (2 workers)") == 1
+    assert banner.count(f"listening on {base} (2 workers, one core each)") == 1
     assert len([line for line in lines if line["logger"] == "heliograph.access"]) == calls
     assert len({line["message"] for line in lines if line["message"].startswith("Started server process")}) >= 2

@@ -17,6 +17,7 @@ import logging
 import os
 import resource
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -28,7 +29,8 @@ from .app import Heliograph, create_app
 from .errors import BadRequest, Overloaded, RequestTimeout
 from .ops.banner import print_banner
 from .ops.logs import log_config, setup_logging
-from .ops.metrics import prepare_multiprocess
+from .ops.metrics import MULTIPROC_ENV, prepare_multiprocess
+from .ops.tuning import claim_core
 from .settings import Settings
 
 log = logging.getLogger("heliograph.server")
@@ -66,6 +68,8 @@ def app_from_environment() -> Heliograph:
     values["gateway_allow"] = tuple(values["gateway_allow"])
     values["custom_providers"] = tuple(values["custom_providers"])
     settings = Settings(**values)
+    if settings.pinned_workers:     # before the app starts its threads, so they inherit the core
+        claim_core(Path(os.environ[MULTIPROC_ENV]) / "cores", settings.workers)
     GuardedHttpToolsProtocol.configure(settings)  # in this worker process, where it serves
     return create_app(settings)
 

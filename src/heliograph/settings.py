@@ -189,6 +189,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Build and store records in a process of its own, so that work (parsing, pricing, rows, rollups, "
             "commit) runs on another core than the proxy; only when the gateway may use more cores than it "
             "has workers (otherwise a thread is cheaper). false: always a thread of the gateway's process."),
+    Setting("pin_workers", _bool, True,
+            "With --workers N and no more cores than workers, each worker process and its threads run on one "
+            "core (a core of its own while there are enough), so a worker's event loop and its recorder "
+            "thread take turns on one core instead of passing the GIL between two. false: the kernel places them."),
     Setting("drain_timeout", _non_negative, 5.0,
             "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal "
             "(part of shutdown_timeout)."),
@@ -283,6 +287,7 @@ class Settings:
     recorder_batch_size: int = 500
     recorder_flush_ms: int = 50
     recorder_process: bool = True
+    pin_workers: bool = True
     drain_timeout: float = 5.0
     shutdown_timeout: float = 25.0
     gateway_allow: tuple[str, ...] = ()
@@ -328,6 +333,12 @@ class Settings:
         Otherwise a thread is cheaper: no pickling, and the kernel would preempt a proxy for the
         writer (streamed chunks then arrive batched)."""
         return self.recorder_process and usable_cores() > self.workers
+
+    @property
+    def pinned_workers(self) -> bool:
+        """Whether each worker claims a core (ops/tuning.claim_core): several workers and no core to spare."""
+        return (self.pin_workers and self.workers > 1 and usable_cores() <= self.workers
+                and hasattr(os, "sched_setaffinity"))
 
     def masked(self) -> dict[str, Any]:
         """The resolved values, secrets masked, for `heliograph config show`."""

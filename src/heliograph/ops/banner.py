@@ -14,7 +14,8 @@ log = logging.getLogger(BANNER)
 
 
 def banner_lines(settings: Settings, active_keys: int | None) -> list[str]:
-    workers = f" ({settings.workers} workers)" if settings.workers > 1 else ""
+    workers = f" ({settings.workers} workers{', one core each' if settings.pinned_workers else ''})" \
+        if settings.workers > 1 else ""
     lines = [
         f"Heliograph {__version__}",
         f"listening on http://{settings.host}:{settings.port}{workers}",
