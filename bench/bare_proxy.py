@@ -5,12 +5,16 @@ body with one aiohttp ClientSession and relays status, headers and body chunk by
 streams through unbatched). No auth, no parsing, no recording: whatever Heliograph adds on top of
 this is Heliograph's cost.
 
-    python bench/bare_proxy.py --port 8100 --upstream http://127.0.0.1:9000
+    python bench/bare_proxy.py --port 8100 --upstream http://127.0.0.1:9000 [--workers 2]
+
+With `--workers N`, uvicorn's own worker processes share the listening socket, as `heliograph serve
+--workers N` does: the floor for bench/scaling.py's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import aiohttp
@@ -58,14 +62,26 @@ class BareProxy:
             await send({"type": "http.response.body", "body": b""})
 
 
+def from_environment() -> BareProxy:
+    """A worker's app (uvicorn imports it by name in each worker process)."""
+    return BareProxy(os.environ["BARE_PROXY_UPSTREAM"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="origin to forward to, e.g. http://127.0.0.1:9000")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the socket [1]")
     args = parser.parse_args()
-    uvicorn.run(BareProxy(args.upstream), host=args.host, port=args.port, loop="uvloop", http="httptools",
-                lifespan="on", access_log=False, log_level="warning", server_header=False, date_header=False)
+    common: dict[str, Any] = dict(host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+                                  access_log=False, log_level="warning", server_header=False, date_header=False)
+    if args.workers == 1:
+        uvicorn.run(BareProxy(args.upstream), **common)
+        return
+    os.environ["BARE_PROXY_UPSTREAM"] = args.upstream
+    uvicorn.run("bare_proxy:from_environment", factory=True, workers=args.workers,
+                app_dir=os.path.dirname(os.path.abspath(__file__)), **common)
 
 
 if __name__ == "__main__":

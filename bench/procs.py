@@ -254,10 +254,11 @@ def start_fake_upstream(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]
     return f"http://127.0.0.1:{port}", proc
 
 
-def start_bare(procs: Processes, name: str, upstream: str) -> tuple[str, subprocess.Popen[bytes]]:
+def start_bare(procs: Processes, name: str, upstream: str, *, workers: int = 1,
+               cores: int | str = PROXY_CORE) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    proc = procs.start(name, [PYTHON, str(BENCH / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
-                       PROXY_CORE)
+    proc = procs.start(name, [PYTHON, str(BENCH / "bare_proxy.py"), "--port", str(port), "--upstream", upstream,
+                              "--workers", str(workers)], cores)
     wait_port(port, proc)
     return f"http://127.0.0.1:{port}", proc
 

@@ -15,7 +15,9 @@ alike. Each step starts `heliograph serve` afresh on an empty store (SQLite, or 
 database created in that PostgreSQL server and dropped after the step) shared by its workers, with
 `HELIOGRAPH_REDIS_URL` at the running Redis under this run's own key prefix (deleted at the end);
 then a 1 s wrk warm-up, wrk for `--duration` s, SIGTERM (the recorders drain), and the store check.
-See bench/README.md.
+Each round also measures the bare pass-through (bench/bare_proxy.py, `--workers 1` and `2`) in the
+same layouts: its own 2w/1w ratio is what this machine gives a proxy on uvicorn + aiohttp that does
+nothing else (`--no-bare` skips it). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import procs as P
 from controls import VARY, bodies
-from run import (REQUEST, RESULTS, ROUTE, completeness, headers_for, heliograph_version, loadavg, property_sql,
+from run import (DIRECT_ROUTE, REQUEST, RESULTS, ROUTE, completeness, headers_for, heliograph_version, loadavg, property_sql,
                  say, store_query, uptime)
 
 # (layout, workers) -> (gateway cores, nginx + wrk cores), as `taskset -c` lists.
@@ -67,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", default="",
                         help="a PostgreSQL server URL (postgresql://user@host:port/db) to store in instead of "
                              "SQLite: each step gets a database of its own there, created and dropped [SQLite]")
+    parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the bare pass-through's own 2w/1w in each layout and round [on]")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SQLite files)")
     args = parser.parse_args(argv)
     args.layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
@@ -241,24 +245,51 @@ def step(args: argparse.Namespace, processes: P.Processes, stores: Stores, mock_
             "completeness": check, "recorded_once": once, "ok": ok}
 
 
+def bare_step(args: argparse.Namespace, processes: P.Processes, mock_url: str, mock_pid: int, layout: str,
+              workers: int, round_no: int) -> dict[str, Any]:
+    """The bare pass-through in the same layout: the machine's own ceiling for the ratio."""
+    gateway_cores, load_cores = LAYOUTS[layout][workers]
+    os.sched_setaffinity(mock_pid, cores(load_cores))
+    url, proc = P.start_bare(processes, f"bare-{layout}-{workers}w-r{round_no}", mock_url, workers=workers,
+                             cores=gateway_cores)
+    try:
+        while len(worker_pids(proc.pid, workers)) < workers:
+            time.sleep(0.1)
+        body = bodies(REQUEST)[0]
+        P.run_wrk(processes.workdir, url + DIRECT_ROUTE, body, headers_for("-", "warmup"), WARMUP_S,
+                  args.connections, VARY, cores=load_cores)
+        meter = P.CpuMeter(proc.pid, tree=True)
+        report = P.run_wrk(processes.workdir, url + DIRECT_ROUTE, body, headers_for("-", "wrk"), args.duration,
+                           args.connections, VARY, cores=load_cores)
+        report |= meter.report(report["ok"])
+        report["drain_s"], report["cpu_us_per_req_with_drain"] = 0.0, report.get("target_cpu_us_per_req")
+    finally:
+        processes.stop(proc)
+    say(f"  {layout:<9} {workers}w round {round_no}: {report['max_rps']:>8.1f} req/s  "
+        f"{report.get('target_cpu_us_per_req', 0):>6.0f} us/req  err {report['errors']:<3} (bare pass-through)")
+    return {"target": "bare", "layout": layout, "workers": workers, "round": round_no, "gateway_cores": gateway_cores,
+            "load_cores": load_cores, "wrk": report, "ok": not report["errors"]}
+
+
 def summarise(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for layout in dict.fromkeys(s["layout"] for s in steps):
-        one = [s for s in steps if s["layout"] == layout and s["workers"] == 1]
-        two = [s for s in steps if s["layout"] == layout and s["workers"] == 2]
+    for target, layout in dict.fromkeys((s.get("target", "heliograph"), s["layout"]) for s in steps):
+        mine = [s for s in steps if s.get("target", "heliograph") == target and s["layout"] == layout]
+        one = [s for s in mine if s["workers"] == 1]
+        two = [s for s in mine if s["workers"] == 2]
         for workers, group in ((1, one), (2, two)):
             if not group:
                 continue
             rps = [s["wrk"]["max_rps"] for s in group]
             us = [s["wrk"]["cpu_us_per_req_with_drain"] for s in group if s["wrk"]["cpu_us_per_req_with_drain"]]
             row: dict[str, Any] = {
-                "layout": layout, "workers": workers, "gateway_cores": group[0]["gateway_cores"],
+                "target": target, "layout": layout, "workers": workers, "gateway_cores": group[0]["gateway_cores"],
                 "load_cores": group[0]["load_cores"], "rps": rps, "rps_mean": round(statistics.mean(rps), 1),
                 "cpu_us_per_req": round(statistics.mean(us), 1) if us else None,
                 "drain_s": max(s["wrk"]["drain_s"] for s in group),
                 "p50_ms": round(statistics.mean(s["wrk"]["latency_ms"]["p50"] for s in group), 2),
                 "p99_ms": round(statistics.mean(s["wrk"]["latency_ms"]["p99"] for s in group), 2),
-                "recorded_once": all(s["ok"] for s in group)}
+                "recorded_once": all(s["ok"] for s in group) if target == "heliograph" else None}
             if workers == 2 and one:
                 mean_one = statistics.mean(s["wrk"]["max_rps"] for s in one)
                 row["ratio"] = round(row["rps_mean"] / mean_one, 2) if mean_one else None
@@ -275,15 +306,16 @@ def table(results: dict[str, Any]) -> str:
              f"{'PostgreSQL' if results['meta']['db'] else 'SQLite'} store; {results['meta']['rounds']} round(s) of "
              f"{results['meta']['duration_s']:g} s, {results['meta']['connections']} connections "
              f"(target >= {TARGET_RATIO}x, issue 14)",
-             f"{'layout':<10} {'workers':>7} {'gateway/load cores':>19} {'req/s':>9} {'2w/1w':>7} "
+             f"{'target':<11}{'layout':<10} {'workers':>7} {'gateway/load cores':>19} {'req/s':>9} {'2w/1w':>7} "
              f"{'CPU us/req':>10} {'drain s':>7} {'p50 ms':>7} {'p99 ms':>7}  recorded once"]
     for row in results["summary"]:
         ratio = row.get("ratio")
         ratio_text = "" if ratio is None else f"{ratio:.2f}x" + ("*" if row.get("lower_bound") else "")
         cpu = "-" if row["cpu_us_per_req"] is None else f"{row['cpu_us_per_req']:.0f}"
-        lines.append(f"{row['layout']:<10} {row['workers']:>7} {row['gateway_cores'] + ' / ' + row['load_cores']:>19} "
+        once = {True: "OK", False: "FAIL", None: "-"}[row["recorded_once"]]
+        lines.append(f"{row['target']:<11}{row['layout']:<10} {row['workers']:>7} {row['gateway_cores'] + ' / ' + row['load_cores']:>19} "
                      f"{row['rps_mean']:>9.0f} {ratio_text:>7} {cpu:>10} {row['drain_s']:>7.1f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}  "
-                     f"{'OK' if row['recorded_once'] else 'FAIL'}")
+                     f"{once}")
     if any(row.get("lower_bound") for row in results["summary"]):
         lines += ["* lower bound: the 1-worker step has core 0 to itself for nginx + wrk; the 2-worker step shares",
                   "  both cores with them (there is no third core). `shared` puts the load beside the gateway in both",
@@ -314,6 +346,10 @@ def run(args: argparse.Namespace, processes: P.Processes, stores: Stores, result
                 for workers in (1, 2):
                     results["steps"].append(step(args, processes, stores, mock_url, mock_proc.pid, redis_env,
                                                  layout, workers, round_no))
+                if args.bare:
+                    for workers in (1, 2):
+                        results["steps"].append(bare_step(args, processes, mock_url, mock_proc.pid, layout,
+                                                          workers, round_no))
     finally:
         results["redis"]["keys_deleted"] = P.redis_forget(args.redis_url, prefix)
 
