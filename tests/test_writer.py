@@ -119,9 +119,17 @@ def writer_pids(gateway: Gateway) -> list[int]:
     return [pid for pid in children if b"heliograph.writer" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
+def cores_of(pid: int) -> set[str]:
+    """The cores each thread of `pid` may run on, as /proc lists them."""
+    return {(task / "status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+            for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
 def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_path: Path,
                                                                           fake: FakeUpstream) -> None:
-    gateway = start_gateway(tmp_path, fake.url)
+    cores = sorted(os.sched_getaffinity(0))
+    assert len(cores) >= 2, "this test needs a core for the writer (CI's machine has 2)"
+    gateway = start_gateway(tmp_path, fake.url, affinity=cores[:2])
     try:
         def call(_: int) -> str:
             r = httpx.post(gateway.url + "/openai/v1/chat/completions", json=CHAT,
@@ -133,6 +141,8 @@ def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_p
         gateway.record(answered[0])
         first = writer_pids(gateway)
         assert len(first) == 1
+        # Two cores, one worker: the gateway and its threads on one, its writer on the other.
+        assert (cores_of(gateway.process.pid), cores_of(first[0])) == ({str(cores[0])}, {str(cores[1])})
         with ThreadPoolExecutor(8) as pool:
             calls = [pool.submit(call, n) for n in range(120)]
             time.sleep(0.1)
@@ -147,7 +157,8 @@ def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_p
                 break
             time.sleep(0.1)
         assert sorted(stored) == sorted(answered)              # every call once, none twice
-        assert writer_pids(gateway) not in ([], first)         # a new writer took over
+        assert writer_pids(gateway) not in ([], first)         # a new writer took over, on the writer's core
+        assert cores_of(writer_pids(gateway)[0]) == {str(cores[1])}
     finally:
         gateway.stop()
     assert "writer process stopped" in gateway.log()
