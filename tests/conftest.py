@@ -68,6 +68,12 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
+def cores_of(pid: int) -> set[str]:
+    """The cores each thread of `pid` may run on, as /proc lists them ("0", "0-1")."""
+    return {(task / "status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+            for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
 def start_gateway(tmp_path: Path, upstream_url: str, *, extra_env: dict[str, str] | None = None,
                   db_name: str = "heliograph.db", reuse_key: str | None = None,
                   affinity: list[int] | None = None) -> Gateway:

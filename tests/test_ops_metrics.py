@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, free_port, redis_url, run_cli, start_gateway
+from .conftest import Gateway, cores_of, free_port, redis_url, run_cli, start_gateway
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "one two three"}]}
 CLIENT = {"Authorization": "Bearer sk-client"}
@@ -144,8 +144,7 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
         pids = {p.name.split("_")[-1].removesuffix(".db") for p in multiproc.glob("counter_*.db")}
         assert len(pids) >= 2, f"one worker served everything ({pids}); the test proves nothing"
         # No core to spare: each worker, all its threads, on a core of its own (one core: both on it).
-        pinned = {pid: {Path(task, "status").read_text().split("Cpus_allowed_list:")[1].split()[0]
-                        for task in Path(f"/proc/{pid}/task").iterdir()} for pid in pids}
+        pinned = {pid: cores_of(int(pid)) for pid in pids}
         assert sorted(core for threads in pinned.values() for core in threads) == sorted(
             str(cores[slot % len(cores)]) for slot in range(2)), pinned
         # Records are counted by the recorder once written, and totals synced every second.

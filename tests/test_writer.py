@@ -29,7 +29,7 @@ from heliograph.ops.observe import OBSERVED_COLUMNS
 from heliograph.writer import StoreRefused, WriterProcess
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, cores_of, start_gateway
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -117,12 +117,6 @@ def writer_pids(gateway: Gateway) -> list[int]:
     for task in Path(f"/proc/{gateway.process.pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]
     return [pid for pid in children if b"heliograph.writer" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-
-
-def cores_of(pid: int) -> set[str]:
-    """The cores each thread of `pid` may run on, as /proc lists them."""
-    return {(task / "status").read_text().split("Cpus_allowed_list:")[1].split()[0]
-            for task in Path(f"/proc/{pid}/task").iterdir()}
 
 
 def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_path: Path,

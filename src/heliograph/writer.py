@@ -70,14 +70,14 @@ class WriterProcess:
 
     Called from one thread at a time (the recorder's). The child is `python -m heliograph.writer`,
     started at the first batch and again after it dies. `prices` are the settings' price overrides;
-    with `key_name` (the key's name by id) the child writes the calls' access lines; with `core` it
-    runs on that core (it starts on the gateway's, which is pinned then)."""
+    with `key_name` (the key's name by id) the child writes the calls' access lines. `core`, when
+    set (server.pinned), is the core the child moves to: it starts on the gateway's, pinned by then."""
 
     def __init__(self, db_url: str, prices: Mapping[str, Any] | None = None,
                  log_config: Mapping[str, Any] | None = None,
-                 key_name: Callable[[str | None], str] | None = None, core: int | None = None) -> None:
+                 key_name: Callable[[str | None], str] | None = None) -> None:
         self.db_url = db_url
-        self.core = core
+        self.core: int | None = None
         self.prices = dict(prices or {})
         self.log_config = log_config
         self.key_name = key_name

@@ -63,18 +63,17 @@ def claim_core(folder: Path | None, workers: int, *, writer: bool) -> tuple[int,
 
 
 def _free_slot(folder: Path, workers: int) -> int | None:
-    for slot in range(workers):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for slot in range(workers):
             lock = open(folder / f"worker-{slot}.lock", "a")
-        except OSError as exc:
-            log.warning("worker %d not pinned to a core: %s", os.getpid(), exc)
-            return None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        _claimed.append(lock)
-        return slot
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            _claimed.append(lock)
+            return slot
+    except OSError as exc:
+        log.warning("worker %d not pinned to a core: %s", os.getpid(), exc)
     return None
