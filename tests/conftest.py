@@ -75,9 +75,7 @@ def cores_of(pid: int) -> set[str]:
 
 
 def start_gateway(tmp_path: Path, upstream_url: str, *, extra_env: dict[str, str] | None = None,
-                  db_name: str = "heliograph.db", reuse_key: str | None = None,
-                  affinity: list[int] | None = None) -> Gateway:
-    """`heliograph serve` on a free port with a fresh key; `affinity`: the cores it may use (taskset)."""
+                  db_name: str = "heliograph.db", reuse_key: str | None = None) -> Gateway:
     port = free_port()
     db_path = tmp_path / db_name
     db_url = f"sqlite:///{db_path}"
@@ -93,9 +91,8 @@ def start_gateway(tmp_path: Path, upstream_url: str, *, extra_env: dict[str, str
         key = created.stdout.strip().splitlines()[-1]
     log_path = tmp_path / f"serve-{port}.log"
     with open(log_path, "wb") as log:
-        pinned = ["taskset", "-c", ",".join(map(str, affinity))] if affinity else []
         process = subprocess.Popen(
-            [*pinned, sys.executable, "-m", "heliograph.cli.main", "serve", "--port", str(port)],
+            [sys.executable, "-m", "heliograph.cli.main", "serve", "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
     gateway = Gateway(f"http://127.0.0.1:{port}", db_url, db_path, key, env, process, log_path)
     deadline = time.monotonic() + 30

@@ -240,8 +240,7 @@ from pathlib import Path
 from heliograph.ops.tuning import claim_core
 os.sched_setaffinity(0, map(int, sys.argv[2].split(",")))
 threading.Thread(target=sys.stdin.readline, daemon=True).start()       # a thread started before the claim
-cores = claim_core(Path(sys.argv[1]), 2, writer=False)
-core = cores and cores[0]
+core = claim_core(Path(sys.argv[1]), 2)
 later = threading.Thread(target=sys.stdin.readline); later.start()      # and one after it
 print(core, sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")}), flush=True)
 later.join()
@@ -269,28 +268,14 @@ def test_workers_claim_a_core_each_and_a_restarted_worker_takes_the_one_left(tmp
         process.communicate("\n\n")
 
 
-def test_a_worker_and_its_writer_claim_a_core_each(tmp_path: Path) -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    assert len(cores) >= 2, "this test needs 2 cores (CI's machine has 2)"
-    script = (f"import os; from heliograph.ops.tuning import claim_core; os.sched_setaffinity(0, {cores[:2]}); "
-              "print(claim_core(None, 1, writer=True), sorted(os.sched_getaffinity(0)))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"({cores[0]}, {cores[1]}) [{cores[0]}]"
-
-
-@pytest.mark.parametrize(("cores", "workers", "recorder_process", "pin", "expected"), [
-    (2, 2, True, True, True),      # no core to spare: a core each, a recorder thread each
-    (1, 2, True, True, True),      # more workers than cores: still pinned, two to the core
-    (2, 1, True, True, True),      # one worker and its writer process: a core each
-    (4, 2, True, True, True),      # two workers and their writers: a core each
-    (3, 2, True, True, False),     # two workers, their writers and a core to spare: the kernel places them
-    (8, 1, True, True, False),     # cores to spare
-    (1, 1, True, True, False),     # one worker on one core: nothing to pin
-    (2, 1, False, True, False),    # a thread records, and one core is spare
-    (2, 2, True, False, False),    # turned off
+@pytest.mark.parametrize(("cores", "workers", "pin", "expected"), [
+    (2, 2, True, True),      # no core to spare: a core each
+    (1, 2, True, True),      # more workers than cores: still pinned, two to the core
+    (4, 2, True, False),     # cores to spare: unpinned, each with its writer process
+    (2, 1, True, False),     # one worker: nothing to share
+    (2, 2, False, False),    # turned off
 ])
 def test_workers_are_pinned_only_where_no_core_is_to_spare(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int,
-                                                         recorder_process: bool, pin: bool, expected: bool) -> None:
+                                                         pin: bool, expected: bool) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    settings = Settings(workers=workers, recorder_process=recorder_process, pin_workers=pin)
-    assert settings.pinned_workers is expected
+    assert Settings(workers=workers, pin_workers=pin).pinned_workers is expected

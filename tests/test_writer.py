@@ -29,7 +29,7 @@ from heliograph.ops.observe import OBSERVED_COLUMNS
 from heliograph.writer import StoreRefused, WriterProcess
 from heliograph.testing import FakeUpstream
 
-from .conftest import Gateway, cores_of, start_gateway
+from .conftest import Gateway, start_gateway
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -121,9 +121,7 @@ def writer_pids(gateway: Gateway) -> list[int]:
 
 def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_path: Path,
                                                                           fake: FakeUpstream) -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    assert len(cores) >= 2, "this test needs a core for the writer (CI's machine has 2)"
-    gateway = start_gateway(tmp_path, fake.url, affinity=cores[:2])
+    gateway = start_gateway(tmp_path, fake.url)
     try:
         def call(_: int) -> str:
             r = httpx.post(gateway.url + "/openai/v1/chat/completions", json=CHAT,
@@ -135,8 +133,6 @@ def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_p
         gateway.record(answered[0])
         first = writer_pids(gateway)
         assert len(first) == 1
-        # Two cores, one worker: the gateway and its threads on one, its writer on the other.
-        assert (cores_of(gateway.process.pid), cores_of(first[0])) == ({str(cores[0])}, {str(cores[1])})
         with ThreadPoolExecutor(8) as pool:
             calls = [pool.submit(call, n) for n in range(120)]
             time.sleep(0.1)
@@ -151,8 +147,7 @@ def test_a_writer_killed_under_traffic_loses_no_call_and_stores_none_twice(tmp_p
                 break
             time.sleep(0.1)
         assert sorted(stored) == sorted(answered)              # every call once, none twice
-        assert writer_pids(gateway) not in ([], first)         # a new writer took over, on the writer's core
-        assert cores_of(writer_pids(gateway)[0]) == {str(cores[1])}
+        assert writer_pids(gateway) not in ([], first)         # a new writer took over
     finally:
         gateway.stop()
     assert "writer process stopped" in gateway.log()

@@ -48,8 +48,7 @@ def run(settings: Settings) -> None:
                   access_log=False, log_level=settings.log_level, timeout_graceful_shutdown=graceful_seconds(settings),
                   server_header=False, date_header=False, proxy_headers=False)
     if settings.workers == 1:
-        app = pinned(create_app(settings), None)
-        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
         return
     # Every worker's metrics in files, summed at each scrape (ops/metrics.py).
     prepare_multiprocess(settings)
@@ -69,21 +68,10 @@ def app_from_environment() -> Heliograph:
     values["gateway_allow"] = tuple(values["gateway_allow"])
     values["custom_providers"] = tuple(values["custom_providers"])
     settings = Settings(**values)
+    if settings.pinned_workers:     # before the app starts its threads, so they inherit the core
+        claim_core(Path(os.environ[MULTIPROC_ENV]) / "cores", settings.workers)
     GuardedHttpToolsProtocol.configure(settings)  # in this worker process, where it serves
-    return pinned(create_app(settings), Path(os.environ[MULTIPROC_ENV]) / "cores")
-
-
-def pinned(app: Heliograph, slots: Path | None) -> Heliograph:
-    """This worker and its threads on a core of their own where there is no core to spare, and its
-    writer process on another (ops/tuning.claim_core). After the app is built, which decides from
-    the cores it may use whether it records from a writer process; before it serves, so the threads
-    it starts and its writer inherit the core. `slots`: the workers' shared folder, None for one."""
-    settings = app.settings
-    if settings.pinned_workers:
-        cores = claim_core(slots, settings.workers, writer=app.writer is not None)
-        if cores is not None and app.writer is not None:
-            app.writer.core = cores[1]
-    return app
+    return create_app(settings)
 
 
 # Descriptors kept for everything but connections: the store, the journal, Redis, logs, DNS.

@@ -190,10 +190,9 @@ SETTINGS: tuple[Setting, ...] = (
             "commit) runs on another core than the proxy; only when the gateway may use more cores than it "
             "has workers (otherwise a thread is cheaper). false: always a thread of the gateway's process."),
     Setting("pin_workers", _bool, True,
-            "With no core to spare, each worker process and its threads run on one core, so a worker's event "
-            "loop and its recorder thread take turns there instead of passing the GIL between two: with no "
-            "more cores than workers (a core each while there are enough), or with two cores a worker (one "
-            "for it, one for its writer process, recorder_process). false: the kernel places them."),
+            "With --workers N and no more cores than workers, each worker process and its threads run on one "
+            "core (a core of its own while there are enough), so a worker's event loop and its recorder "
+            "thread take turns on one core instead of passing the GIL between two. false: the kernel places them."),
     Setting("drain_timeout", _non_negative, 5.0,
             "Seconds the recorder keeps trying the store on shutdown before leaving records in the journal "
             "(part of shutdown_timeout)."),
@@ -337,12 +336,9 @@ class Settings:
 
     @property
     def pinned_workers(self) -> bool:
-        """Whether each worker claims a core (ops/tuning.claim_core): no core to spare, either with a
-        thread recording for each worker (no more cores than workers, and more than one of either) or
-        with a writer process each (exactly two cores a worker)."""
-        cores = usable_cores()
-        fits = cores == 2 * self.workers if self.writer_process else cores <= self.workers and self.workers > 1
-        return self.pin_workers and fits and hasattr(os, "sched_setaffinity")
+        """Whether each worker claims a core (ops/tuning.claim_core): several workers and no core to spare."""
+        return (self.pin_workers and self.workers > 1 and usable_cores() <= self.workers
+                and hasattr(os, "sched_setaffinity"))
 
     def masked(self) -> dict[str, Any]:
         """The resolved values, secrets masked, for `heliograph config show`."""

@@ -70,14 +70,12 @@ class WriterProcess:
 
     Called from one thread at a time (the recorder's). The child is `python -m heliograph.writer`,
     started at the first batch and again after it dies. `prices` are the settings' price overrides;
-    with `key_name` (the key's name by id) the child writes the calls' access lines. `core`, when
-    set (server.pinned), is the core the child moves to: it starts on the gateway's, pinned by then."""
+    with `key_name` (the key's name by id) the child writes the calls' access lines."""
 
     def __init__(self, db_url: str, prices: Mapping[str, Any] | None = None,
                  log_config: Mapping[str, Any] | None = None,
                  key_name: Callable[[str | None], str] | None = None) -> None:
         self.db_url = db_url
-        self.core: int | None = None
         self.prices = dict(prices or {})
         self.log_config = log_config
         self.key_name = key_name
@@ -114,8 +112,7 @@ class WriterProcess:
             if self._process is not None:
                 log.warning("the writer process stopped (exit code %s); starting another", self._stopped())
             ours, theirs = socket.socketpair()
-            config = orjson.dumps({"db_url": self.db_url, "prices": self.prices, "log_config": self.log_config,
-                                   "core": self.core})
+            config = orjson.dumps({"db_url": self.db_url, "prices": self.prices, "log_config": self.log_config})
             with theirs:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "heliograph.writer", str(theirs.fileno())],
@@ -204,8 +201,6 @@ def main() -> None:
     if hasattr(os, "SCHED_BATCH"):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     config = orjson.loads(os.environ.pop(CONFIG_ENV))
-    if config["core"] is not None:     # its own core beside the gateway's (ops/tuning.claim_core)
-        os.sched_setaffinity(0, {config["core"]})
     if config["log_config"] is not None:
         logging.config.dictConfig(config["log_config"])
     settle_collector()         # as the gateway does: rows are built from many short-lived objects

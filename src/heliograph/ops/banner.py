@@ -23,9 +23,7 @@ def banner_lines(settings: Settings, active_keys: int | None) -> list[str]:
         f"redis: {_mask_url_password(settings.redis_url)}" if settings.redis_url
         else "redis: off (cache and rate limits in this process)",
         f"journal: {settings.journal_path.resolve()}",
-        "recorder: writes from a process of its own (recorder_process"
-        + (", on a core of its own beside the gateway's)" if settings.pinned_workers else ")")
-        if settings.writer_process
+        "recorder: writes from a process of its own (recorder_process)" if settings.writer_process
         else "recorder: writes from a thread of the gateway's process "
              f"({'no core to spare for it' if settings.recorder_process else 'recorder_process off'})",
     ]

@@ -31,35 +31,31 @@ def settle_collector() -> None:
 _claimed: list[IO[str]] = []     # the slot's lock, held as long as the worker lives
 
 
-def claim_core(folder: Path | None, workers: int, *, writer: bool) -> tuple[int, int | None] | None:
-    """Pin this worker process, every thread it has and will start, to one core: (its core, the
-    core for its writer process when it has one); None when it is left unpinned.
+def claim_core(folder: Path, workers: int) -> int | None:
+    """Pin this worker process, every thread it has and will start, to one core; the core.
 
-    For a gateway with no core to spare (settings.pinned_workers). Either every worker records from
-    a thread (no more cores than workers) and worker i runs on core i modulo the cores, or each has
-    a writer process and there are two cores a worker: worker i on core i, its writer on core N + i.
-    Unpinned, a worker's event loop and recorder thread ran on two cores at once and passed the GIL
-    between them (a futex wait and a cross-core wake each time). Pinned against unpinned, alternating
-    rounds on 2 cores: `--workers 2`, faster in 11 of 12 rounds, median +17 % req/s, voluntary
-    context switches a call 0.8 -> 0.3 (against one worker: 1.55-2.03x pinned, 1.42-1.73x
-    unpinned); one worker and its writer, faster in 16 of 20, median +11 % (issue 14).
+    For `--workers N` with no core to spare (settings.pinned_workers). Unpinned, a worker's event
+    loop and recorder thread ran on both cores at once and passed the GIL between them, a futex
+    wait and a cross-core wake each time, while the other worker did the same. Pinned, they take
+    turns on one core as a single worker does. `--workers 2` on 2 cores, pinned against unpinned in
+    alternating rounds: faster in 11 of 12, median +17 % req/s, voluntary context switches a call
+    0.8 -> 0.3; against one worker 1.55-2.03x pinned, 1.42-1.73x unpinned (issue 14).
 
-    Worker i is the one that takes slot i, the first free one of `workers` lock files in `folder`
-    (shared by the workers; None: a single worker, slot 0). The lock goes with the process, so a
-    worker started again after a crash takes the slot its predecessor left; one that finds no slot
-    free (more workers than this run started with) is left where the kernel puts it."""
-    cores = sorted(os.sched_getaffinity(0))
-    slot = 0 if folder is None else _free_slot(folder, workers)
+    Worker i takes the first free slot of `workers` (a lock file in `folder`, shared by the
+    workers) and core i modulo the cores it may use. The lock goes with the process, so a worker
+    started again after a crash takes the slot and core its predecessor left. None: no slot free
+    (more workers than this run started with), so this worker is left where the kernel puts it."""
+    slot = _free_slot(folder, workers)
     if slot is None:
-        log.warning("no free core slot among %d for worker %d; the kernel places it", workers, os.getpid())
         return None
-    core, writer_core = (cores[slot], cores[workers + slot]) if writer else (cores[slot % len(cores)], None)
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[slot % len(cores)]
     for thread in os.listdir("/proc/self/task"):    # uvicorn's own threads too; new ones inherit the core
         try:
             os.sched_setaffinity(int(thread), {core})
         except ProcessLookupError:                  # a thread that just ended
             pass
-    return core, writer_core
+    return core
 
 
 def _free_slot(folder: Path, workers: int) -> int | None:
@@ -74,6 +70,7 @@ def _free_slot(folder: Path, workers: int) -> int | None:
                 continue
             _claimed.append(lock)
             return slot
+        log.warning("no free core slot among %d for worker %d; the kernel places it", workers, os.getpid())
     except OSError as exc:
         log.warning("worker %d not pinned to a core: %s", os.getpid(), exc)
     return None
