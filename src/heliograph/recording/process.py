@@ -205,11 +205,15 @@ def clamp_numbers(row: dict[str, Any]) -> bool:
     return changed
 
 
-def build_rows(batch: Sequence[RawRecord], overrides: Mapping[str, PriceOverride]) -> Written:
+def build_rows(batch: Sequence[RawRecord], overrides: Mapping[str, PriceOverride],
+               give_way: Callable[[], None] | None = None) -> Written:
     """The rows of a batch (no store yet). A record we cannot parse is still stored, with what the
-    hot path knew; numbers out of range are clamped (both logged and counted)."""
+    hot path knew; numbers out of range are clamped (both logged and counted). `give_way` is
+    called before each record (Recorder.give_way)."""
     written = Written([])
     for record in batch:
+        if give_way is not None:
+            give_way()
         try:
             row = to_row(record, overrides)
         except Exception:
@@ -225,10 +229,11 @@ def build_rows(batch: Sequence[RawRecord], overrides: Mapping[str, PriceOverride
     return written
 
 
-def local_write(insert: Insert, overrides: Mapping[str, PriceOverride]) -> Write:
+def local_write(insert: Insert, overrides: Mapping[str, PriceOverride],
+                give_way: Callable[[], None] | None = None) -> Write:
     """The recorder's write done here: rows built, then `insert`ed (the store's error in `failure`)."""
     def write(batch: Sequence[RawRecord]) -> Written:
-        written = build_rows(batch, overrides)
+        written = build_rows(batch, overrides, give_way)
         try:
             written.reassigned = insert(written.rows) or []
         except Exception as exc:

@@ -9,7 +9,7 @@ schema, so processes starting together against one database apply each step exac
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -84,7 +84,8 @@ class PostgresStore(SQLStore):
             with conn.transaction(), conn.cursor() as cursor:
                 yield cursor
 
-    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    def insert_requests(self, rows: Sequence[Mapping[str, Any]],
+                        give_way: Callable[[], None] | None = None) -> list[tuple[str, str]]:
         return super().insert_requests([{k: _without_nul(v) for k, v in row.items()} for row in rows])
 
     def migrate(self) -> list[str]:

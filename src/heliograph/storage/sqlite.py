@@ -9,7 +9,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from .sqlstore import SQLStore, now_ms
 WRITE_BUSY_TIMEOUT_MS = 500   # past this the recorder journals instead of waiting for a lock
 READ_BUSY_TIMEOUT_MS = 5000
 WAL_SWITCH_ATTEMPTS = 100
+GIVE_WAY_STEPS = 500          # SQLite VM steps between calls of insert_requests' give_way: ~30 µs of work
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -61,6 +62,17 @@ class SQLiteStore(SQLStore):
             self._local.conn = conn
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         return conn
+
+    def insert_requests(self, rows: Sequence[Mapping[str, Any]],
+                        give_way: Callable[[], None] | None = None) -> list[tuple[str, str]]:
+        if give_way is None:
+            return super().insert_requests(rows)
+        conn = self.connection(WRITE_BUSY_TIMEOUT_MS)
+        conn.set_progress_handler(give_way, GIVE_WAY_STEPS)
+        try:
+            return super().insert_requests(rows)
+        finally:
+            conn.set_progress_handler(None, 0)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
@@ -118,13 +118,15 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, Provid
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def insert_requests(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    def insert_requests(self, rows: Sequence[Mapping[str, Any]],
+                        give_way: Callable[[], None] | None = None) -> list[tuple[str, str]]:
         """Idempotent on (id, arrival): a batch replayed from the journal changes nothing already stored.
 
         A row whose id is stored already for another call is stored under a fresh id; the
         (old, new) ids are returned. The rollups (storage/rollups.py) are updated in the same
         transaction, from the new rows only, and so are the calls of per-request webhooks
-        (storage/outbox.py): a replayed batch queues none twice."""
+        (storage/outbox.py): a replayed batch queues none twice. `give_way` (Recorder.give_way) is
+        called every few hundred steps by SQLite; PostgreSQL's work is in its own process."""
         rows = unique_by_id(rows)
         bodies, properties = _side_rows(rows)    # built before the write lock is taken
         with self._transaction(ingest=True) as tx:
