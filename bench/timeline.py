@@ -5,8 +5,9 @@
 A tail (p99) made by something periodic shows as groups of slow calls at a steady spacing: the
 recorder's cycle (`recorder_flush_ms` plus the write) is ~55 ms at 500 req/s, a reload every 1 s.
 Heliograph runs alone on core 1 (one core, the recorder a thread) unless `--cores 0,1`; run this
-script under `taskset -c 0` so the load stays off it. See issue 14's note: at 500 req/s on one
-core the slow calls came once per recorder cycle, 1–3 calls of 3–6 ms each.
+script under `taskset -c 0` so the load stays off it. See issue 14's notes: at 500 req/s on one
+core the slow calls came once per recorder cycle, 1–3 calls of 3–6 ms each, until the recorder
+gave way to the event loop early in each batch (recording/recorder.py).
 """
 
 from __future__ import annotations
