@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from heliograph.recording import process as process_module
 from heliograph.recording import recorder as recorder_module
 from heliograph.recording.ids import VALID_REQUEST_ID, new_request_id
 from heliograph.recording.journal import Journal
@@ -262,7 +263,7 @@ def test_the_writer_gives_way_early_in_a_batch_and_then_runs_it_through(tmp_path
     so a writer beside a saturated loop still keeps up."""
     yields: list[str] = []
     monkeypatch.setattr(os, "sched_yield", lambda: yields.append(threading.current_thread().name))
-    monkeypatch.setattr(recorder_module, "GIVE_WAY_S", 0.2)      # room for a busy machine's stalls
+    monkeypatch.setattr(process_module, "GIVE_WAY_S", 0.2)      # room for a busy machine's stalls
     seen: list[tuple[int, int]] = []
 
     def write(batch: Sequence[RawRecord]) -> Written:
@@ -307,7 +308,7 @@ def test_the_gateway_recorder_gives_way_while_it_writes_here(tmp_path: Path, mon
         callers.add((threading.current_thread().name, sys._getframe(2).f_code.co_name))
 
     monkeypatch.setattr(os, "sched_yield", sched_yield)
-    monkeypatch.setattr(recorder_module, "GIVE_WAY_S", 60.0)    # however slow this machine is
+    monkeypatch.setattr(process_module, "GIVE_WAY_S", 60.0)    # however slow this machine is
     app = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'hg.db'}", journal_dir=str(tmp_path / "journal"),
                               recorder_process=False))
     app.store.migrate()

@@ -43,7 +43,7 @@ import orjson
 from .ops.observe import OBSERVED_COLUMNS, flush_access, log_access
 from .ops.tuning import settle_collector
 from .pricing import parse_overrides
-from .recording.process import Written, build_rows
+from .recording.process import GiveWay, Written, build_rows
 from .recording.record import RawRecord
 from .storage import StoreUnavailable, open_store
 
@@ -151,6 +151,7 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
     """Build and store each batch received and answer, until the pipe closes or None arrives."""
     store = open_store(db_url)
     overrides = parse_overrides(prices)
+    give_way = GiveWay()        # to the processes that share this core (the load, in bench/)
     try:
         while True:
             try:
@@ -161,14 +162,15 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
                 return
             fields, names = message
             records = [RawRecord(*values) for values in fields]
-            written = build_rows(records, overrides)
+            give_way.begin()
+            written = build_rows(records, overrides, give_way)
             if names is not None:
-                _access_lines(records, written.rows, names)
+                _access_lines(records, written.rows, names, give_way)
             before = getattr(store, "request_calls_queued", 0)
             kind = "ok"
             value: Any = None
             try:
-                value = store.insert_requests(written.rows)
+                value = store.insert_requests(written.rows, give_way)
             except StoreUnavailable as exc:
                 kind, value = "unavailable", str(exc)
             except Exception as exc:
@@ -179,12 +181,14 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
         store.close()
 
 
-def _access_lines(records: list[RawRecord], rows: list[Mapping[str, Any]], names: list[str]) -> None:
+def _access_lines(records: list[RawRecord], rows: list[Mapping[str, Any]], names: list[str],
+                  give_way: Callable[[], None]) -> None:
     """The access lines of the calls not logged before (a batch written again record by record,
     or replayed from the journal, was), written together; never fatal to the batch."""
     try:
         for record, row, name in zip(records, rows, names):
             if not record.observed:
+                give_way()
                 log_access(record, row, name)
         flush_access()
     except Exception:

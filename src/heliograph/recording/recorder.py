@@ -18,12 +18,8 @@ to spare) or in this thread (process.local_write). Two kinds of failure are told
   record by record, a refused record is written again with its numbers clamped, and if even that
   fails it is moved to `journal/rejected/`, counted and logged at ERROR. It never blocks the rest.
 
-On the event loop's core the writer gives way: for a batch's first 10 ms it yields the CPU
-between pieces of work (`give_way`: before each record's row and its access line, and every few
-hundred SQLite steps). The kernel otherwise runs a thread that slept most of the time, the
-writer, through its whole batch before the woken event loop, and a call arriving then waited for
-the batch (one core, 500 req/s: p99 3.1-3.6 ms, 1.0-1.4 ms with it; issue 14). After that the
-batch runs at its full share, so a writer beside a saturated event loop still keeps up.
+On the event loop's core the writer gives way early in each batch (process.GiveWay): the loop
+runs first, and the batch after it.
 
 `close` (on SIGTERM) writes everything still queued, trying the store for up to
 `drain_timeout` seconds; what is left stays in the journal for the next start.
@@ -33,21 +29,19 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .journal import Journal
-from .process import Write, Written
+from .process import GiveWay, Write, Written
 from .record import RawRecord
 
 log = logging.getLogger("heliograph.recorder")
 
 RETRY_EVERY = 1.0
 SCAN_EVERY = 10.0     # look for journal files left by processes that are gone
-GIVE_WAY_S = 0.01     # how long into a batch the writer gives way to the event loop
 
 def _ids(batch: Sequence[RawRecord], shown: int = 5) -> str:
     """The request ids of a batch for a log line: the first few, and how many more."""
@@ -85,7 +79,7 @@ class Recorder:
         self._journal_pending = True  # a previous run may have left records behind
         self._next_retry = 0.0
         self._next_scan = 0.0
-        self._give_way_until = 0.0
+        self.give_way = GiveWay()     # for the write to call between pieces of a batch
         self._closed = False
         self.journal_since: float | None = None   # monotonic time records started waiting in the journal
         self.last_store_error: str | None = None
@@ -104,12 +98,6 @@ class Recorder:
             self._overflow.append(record)
         else:
             self._queue.append(record)
-
-    def give_way(self) -> None:
-        """Called by the write between pieces of a batch, in the writer thread: early in a batch,
-        let a thread waiting for this core (the event loop) run first; the GIL is free meanwhile."""
-        if time.monotonic() < self._give_way_until:
-            os.sched_yield()
 
     @property
     def queue_depth(self) -> int:
@@ -202,7 +190,7 @@ class Recorder:
     def _write(self, batch: list[RawRecord]) -> None:
         """Store the batch; raises only when the store is unavailable."""
         started = time.perf_counter()
-        self._give_way_until = time.monotonic() + GIVE_WAY_S
+        self.give_way.begin()
         written = self._build_and_store(batch)
         if written.failure is not None:
             log.error("the store refused a batch of %d records (%s); writing them one by one", len(batch),
