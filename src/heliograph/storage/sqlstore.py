@@ -125,7 +125,7 @@ class SQLStore(Lifecycle, RollupUpkeep, AnalyticsQueries, SessionQueries, Provid
         A row whose id is stored already for another call is stored under a fresh id; the
         (old, new) ids are returned. The rollups (storage/rollups.py) are updated in the same
         transaction, from the new rows only, and so are the calls of per-request webhooks
-        (storage/outbox.py): a replayed batch queues none twice. `give_way` (Recorder.give_way) is
+        (storage/outbox.py): a replayed batch queues none twice. `give_way` (recording.process.GiveWay) is
         called every few hundred steps by SQLite; PostgreSQL's work is in its own process."""
         rows = unique_by_id(rows)
         bodies, properties = _side_rows(rows)    # built before the write lock is taken
