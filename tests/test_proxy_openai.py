@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -120,6 +121,23 @@ def test_stream_usage_is_recorded_but_the_client_sees_what_it_would_see_directly
     assert (record["prompt_tokens"], record["completion_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
     assert record["pricing_status"] == "priced" and record["cost"] > 0
     assert record["time_to_first_token"] is not None and 0 < record["time_to_first_token"] <= record["delay_ms"]
+
+
+def test_a_client_closing_at_done_had_its_whole_answer(gateway: Gateway, fresh_fake: FakeUpstream) -> None:
+    """openai-python closes the connection at `data: [DONE]`, often before the upstream's end of
+    body reaches the gateway. Here the upstream holds its end back for seconds after [DONE]: the
+    client closes first, every time, and the call is still recorded whole, not as disconnected."""
+    events = len(list(direct(fresh_fake).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))) + 1
+    started = time.monotonic()
+    with_gateway = client(gateway, **{"X-Fake-Scenario": f"stall-after={events},stall=5000"}
+                          ).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    chunks = list(with_gateway.parse())
+    assert time.monotonic() - started < 4, "the client read to [DONE] without waiting for the upstream's end"
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+    record = gateway.record(with_gateway.headers["helicone-id"])
+    assert record["partial"] is False and record["error"] is None
+    assert record["completion_tokens"] > 0
 
 
 def test_stream_with_usage_requested_keeps_the_usage_chunk(gateway: Gateway, fresh_fake: FakeUpstream) -> None:

@@ -7,7 +7,9 @@ event is held back, never a complete one.
 
 A client that goes away cancels the relay and closes the upstream; an upstream that stalls or
 breaks mid-stream ends the client's stream with a final error event. Either way the record says
-`partial`.
+`partial`, unless the client had been sent the stream's last event: openai-python closes the
+connection at `data: [DONE]`, often before the upstream's end of body reaches the gateway, and
+that call had its whole answer.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ DROPPED_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-e
 # When the body is changed (usage chunk cut, translated), its length and type are ours to set.
 REWRITTEN_DROPPED = DROPPED_RESPONSE_HEADERS | {b"content-length", b"content-encoding"}
 SMALL_BODY = 1 << 20
+# The last event of a whole stream, by API (chat completions, Anthropic messages, Responses).
+LAST_EVENTS = (b"data: [DONE]", b"event: message_stop", b"event: response.completed",
+               b"event: response.incomplete", b"event: response.failed")
 
 
 def upstream_headers(upstream: aiohttp.ClientResponse, streaming: bool, rewritten: bool) -> list[tuple[bytes, bytes]]:
@@ -114,6 +119,7 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
 
     watcher = asyncio.create_task(watch_disconnect())
     pending = b""
+    sent = b""      # the end of what the client was sent: its last event, whole, once it was sent
     try:
         async for chunk in upstream.content.iter_any():
             if record.ttft_ms is None:
@@ -126,10 +132,12 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
             if not chunk:
                 continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent = sent[-32:] + chunk
         if translator is not None:
             pending = translator.close()
         if pending:
             await send({"type": "http.response.body", "body": pending, "more_body": True})
+            sent = sent[-32:] + pending
         await send({"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
         if not client_gone:
@@ -137,9 +145,10 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, receive: Receive, send
             record.partial, record.error = True, "shutdown"
             raise
         task.uncancel()
-        record.partial = True
-        record.error = "client_disconnected"
         upstream.close()
+        if not any(event in sent for event in LAST_EVENTS):
+            record.partial = True
+            record.error = "client_disconnected"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         record.partial = True
         record.error = _stream_error_class(exc)
