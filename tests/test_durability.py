@@ -143,7 +143,7 @@ def test_a_full_queue_spills_to_the_journal_and_nothing_is_lost(tmp_path: Path) 
     written: list[str] = []
     store_open = threading.Event()
 
-    def insert(rows: list[dict[str, object]]) -> None:
+    def insert(rows: list[dict[str, object]], give_way: object = None) -> None:
         if not store_open.is_set():
             raise sqlite3.OperationalError("database is locked")
         written.extend(str(row["id"]) for row in rows)

@@ -112,7 +112,7 @@ def test_absurd_token_counts_are_clamped_not_a_reason_to_stop_logging(store: Sto
 
 
 def test_a_record_the_store_refuses_is_quarantined_and_the_rest_written(store: Store, tmp_path: Path) -> None:
-    def insert(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    def insert(rows: Sequence[Mapping[str, Any]], give_way: object = None) -> list[tuple[str, str]]:
         if any(row["id"] == "poison" for row in rows):
             raise ValueError("the store cannot hold this row")
         return store.insert_requests(rows)
@@ -134,7 +134,7 @@ def test_the_hot_path_never_touches_the_journal(tmp_path: Path) -> None:
     open_ = threading.Event()
     written: list[str] = []
 
-    def insert(rows: Sequence[Mapping[str, Any]]) -> None:
+    def insert(rows: Sequence[Mapping[str, Any]], give_way: object = None) -> None:
         if not open_.is_set():
             raise StoreUnavailable("database is locked")
         written.extend(str(row["id"]) for row in rows)
@@ -163,7 +163,7 @@ def test_journaled_records_reach_the_store_while_the_process_runs(store: Store, 
     down = threading.Event()
     down.set()
 
-    def insert(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    def insert(rows: Sequence[Mapping[str, Any]], give_way: object = None) -> list[tuple[str, str]]:
         if down.is_set():
             raise StoreUnavailable("connection refused")
         return store.insert_requests(rows)
@@ -209,7 +209,7 @@ def test_a_live_siblings_journal_is_left_to_it(tmp_path: Path) -> None:
 
 
 def test_close_journals_records_submitted_after_the_writer_stopped(tmp_path: Path) -> None:
-    recorder = make_recorder(lambda rows: None, tmp_path / "journal")
+    recorder = make_recorder(lambda rows, give_way: None, tmp_path / "journal")
     recorder.start()
     recorder.close()
     recorder.submit(raw("late"))
@@ -218,7 +218,7 @@ def test_close_journals_records_submitted_after_the_writer_stopped(tmp_path: Pat
 
 
 def test_shutdown_with_the_store_down_ends_within_the_drain_timeout(tmp_path: Path) -> None:
-    def insert(rows: Sequence[Mapping[str, Any]]) -> None:
+    def insert(rows: Sequence[Mapping[str, Any]], give_way: object = None) -> None:
         time.sleep(0.3)
         raise StoreUnavailable("connection timed out")
 

@@ -7,7 +7,6 @@ path is a proxied call and goes straight to the proxy's ASGI handler, with no fr
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import sys
@@ -89,10 +88,9 @@ class Heliograph:
             batch_size=settings.recorder_batch_size, flush_ms=settings.recorder_flush_ms,
             drain_timeout=settings.drain_timeout, unavailable=(StoreUnavailable,), observer=self.observer)
         # Written here, the rows are built and stored on the event loop's core: the recorder gives way.
-        give_way = self.recorder.give_way
         self._store_batch = (self.writer.write if self.writer is not None
-                             else local_write(functools.partial(self.store.insert_requests, give_way=give_way),
-                                              parse_overrides(settings.prices), give_way))
+                             else local_write(self.store.insert_requests, parse_overrides(settings.prices),
+                                              self.recorder.give_way))
         self.state = open_state(settings.redis_url or None, key_prefix=settings.redis_key_prefix,
                                 timeout=settings.redis_timeout_ms / 1000)
         self.ids = RequestIds(self.store.request_exists)

@@ -151,7 +151,7 @@ def serve(conn: Connection, db_url: str, prices: Mapping[str, Any]) -> None:
     """Build and store each batch received and answer, until the pipe closes or None arrives."""
     store = open_store(db_url)
     overrides = parse_overrides(prices)
-    give_way = GiveWay()        # to the processes that share this core (the load, in bench/)
+    give_way = GiveWay()        # to whatever else runs on this core
     try:
         while True:
             try:

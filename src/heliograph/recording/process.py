@@ -28,8 +28,9 @@ log = logging.getLogger("heliograph.recorder")
 
 PROPERTY_PREFIX = "helicone-property-"
 
-# Stores rows; returns the (old, new) ids of rows stored under a fresh id (their id was taken).
-Insert = Callable[[Sequence[Mapping[str, Any]]], "list[tuple[str, str]] | None"]
+# Stores rows, calling the give-way (GiveWay) as it goes where it can; returns the (old, new) ids of
+# rows stored under a fresh id (their id was taken). Store.insert_requests is one.
+Insert = Callable[[Sequence[Mapping[str, Any]], "Callable[[], None] | None"], "list[tuple[str, str]] | None"]
 
 
 @dataclass(slots=True)
@@ -260,11 +261,12 @@ def build_rows(batch: Sequence[RawRecord], overrides: Mapping[str, PriceOverride
 
 def local_write(insert: Insert, overrides: Mapping[str, PriceOverride],
                 give_way: Callable[[], None] | None = None) -> Write:
-    """The recorder's write done here: rows built, then `insert`ed (the store's error in `failure`)."""
+    """The recorder's write done here: rows built, then `insert`ed (the store's error in `failure`),
+    both giving way as they go."""
     def write(batch: Sequence[RawRecord]) -> Written:
         written = build_rows(batch, overrides, give_way)
         try:
-            written.reassigned = insert(written.rows) or []
+            written.reassigned = insert(written.rows, give_way) or []
         except Exception as exc:
             written.failure = exc
         return written
