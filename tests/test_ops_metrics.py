@@ -165,3 +165,38 @@ def test_two_workers_report_every_call_at_every_scrape(fake: FakeUpstream, tmp_p
     assert banner.count(f"listening on {base} (2 workers, one core each)") == 1
     assert len([line for line in lines if line["logger"] == "heliograph.access"]) == calls
     assert len({line["message"] for line in lines if line["message"].startswith("Started server process")}) >= 2
+
+
+BUFFERED = """
+import sys
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from heliograph.ops.metrics import VALUES, buffer_values, exposition
+
+def on_file(name):
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined, sys.argv[1])
+    return [line for line in generate_latest(combined).decode().splitlines() if line.startswith(name)]
+
+buffer_values()
+registry = CollectorRegistry()
+calls = Counter("calls", "c", ("provider",), registry=registry).labels("openai")
+seconds = Histogram("seconds", "s", buckets=(1,), registry=registry)
+calls.inc(3)
+seconds.observe(0.5)
+print(on_file("calls_total"), on_file("seconds_count"))
+VALUES.flush()
+print(on_file("calls_total"), on_file("seconds_count"))
+calls.inc()
+print([line for line in exposition(registry).decode().splitlines() if line.startswith("calls_total")])
+"""
+
+
+def test_a_worker_writes_its_metric_values_to_its_file_when_flushed(tmp_path: Path) -> None:
+    """Several workers: values change in memory, and reach the worker's file (what every scrape
+    sums) at a flush: every second, and before this worker answers a scrape itself."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", BUFFERED, str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    assert out == ["['calls_total{provider=\"openai\"} 0.0'] ['seconds_count 0.0']",
+                   "['calls_total{provider=\"openai\"} 3.0'] ['seconds_count 1.0']",
+                   "['calls_total{provider=\"openai\"} 4.0']"], out

@@ -26,7 +26,7 @@ from .api import api_routes
 from .dashboard import PREFIXES as DASHBOARD_PREFIXES
 from .dashboard import Dashboard, dashboard_routes
 from .errors import Overloaded
-from .ops.metrics import RecordMetrics, RuntimeMetrics, exposition, forget_worker, multiprocess_dir
+from .ops.metrics import VALUES, RecordMetrics, RuntimeMetrics, buffer_values, exposition, forget_worker, multiprocess_dir
 from .ops.logs import log_config
 from .ops.observe import CallObserver, SpanExporter
 from .ops.tuning import settle_collector
@@ -157,6 +157,7 @@ class Heliograph:
         while True:
             await asyncio.sleep(1.0)
             self.runtime_metrics.sync()
+            VALUES.flush()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -286,6 +287,7 @@ class Heliograph:
         self.store.close()
         if (directory := multiprocess_dir()) is not None:
             self.runtime_metrics.sync()     # the last totals; then this worker's gauges stop counting
+            VALUES.flush()
             forget_worker(os.getpid(), directory)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -344,4 +346,5 @@ class Heliograph:
 
 
 def create_app(settings: Settings) -> Heliograph:
+    buffer_values()     # before the app makes its metrics
     return Heliograph(settings)
