@@ -10,6 +10,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -232,6 +233,20 @@ def test_access_lines_reach_stderr_in_writes_a_pipe_keeps_whole() -> None:
     assert "".join(stream.writes).splitlines() == lines
     assert len(stream.writes) > 1 and all(len(w) <= select.PIPE_BUF and w.endswith("\n") for w in stream.writes)
 
+
+
+def test_log_times_are_right_across_seconds_in_both_formats() -> None:
+    """The time is rendered once a second (it was ~1 µs of each access line): each line still gets
+    its own second and millisecond, in the text format's local time and the JSON format's UTC."""
+    from heliograph.ops.logs import JsonFormatter, TextFormatter
+    text, json_ = TextFormatter("%(asctime)s %(message)s"), JsonFormatter()
+    start = 1_796_000_000.0
+    for created in (start + 0.25, start + 0.75, start + 1.5, start - 3599.001, start + 0.25):
+        record = logging.makeLogRecord({"msg": "m", "created": created, "msecs": created % 1 * 1000})
+        local, utc = time.localtime(created), time.gmtime(created)
+        millis = int(created % 1 * 1000)
+        assert text.format(record) == f"{time.strftime('%Y-%m-%d %H:%M:%S', local)},{millis:03d} m"
+        assert json.loads(json_.format(record))["time"] == f"{time.strftime('%Y-%m-%dT%H:%M:%S', utc)}.{millis:03d}Z"
 
 # A worker that claims a core, holds it until told to exit, and says which one and where its threads run.
 CLAIM = """
